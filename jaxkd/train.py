@@ -1,0 +1,262 @@
+"""Student training: TrainState, optimizers, jitted data-parallel steps, fit.
+
+Phases (as in big_vision's train.py): mesh -> state -> shard -> step -> loop.
+The train step is one `jax.jit` over a ("data",) mesh: the batch is sharded on
+its leading axis, the state replicated, and XLA inserts the gradient
+all-reduce. Batches that do not divide the device count are zero-padded with
+a mask: padded rows carry no loss or gradient. (BatchNorm batch statistics in
+train mode do see the zero rows of a padded final batch; eval is exact.)
+
+`fit` trains on in-memory NumPy arrays with a seeded shuffle and shows
+progress with tqdm.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from jaxkd import losses, parallel
+from jaxkd.models import apply_model, init_model
+from jaxkd.validation import JaxkdError, check_finite, check_rank
+
+LossFn = Callable[..., jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Student state: step, params, opt_state, plus BatchNorm statistics."""
+  batch_stats: Any = None
+
+  @property
+  def variables(self) -> Dict[str, Any]:
+    v = {"params": self.params}
+    if self.batch_stats:
+      v["batch_stats"] = self.batch_stats
+    return v
+
+
+# ------------------------------------------------------------- optimizers ---
+
+
+def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
+                   momentum: float = 0.9, weight_decay: float = 0.0,
+                   schedule: str = "cosine", total_steps: int = 1000,
+                   warmup_steps: int = 0) -> optax.GradientTransformation:
+  """SGD-momentum or Adam(W) with a constant, cosine or step schedule."""
+  if schedule == "constant":
+    lr = optax.constant_schedule(learning_rate)
+  elif schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0 if warmup_steps else learning_rate, learning_rate,
+        warmup_steps, max(total_steps, warmup_steps + 1))
+  elif schedule == "step":
+    lr = optax.piecewise_constant_schedule(
+        learning_rate, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1})
+  else:
+    raise JaxkdError(f"Unknown schedule {schedule!r}; use constant, cosine or step.")
+  if name == "sgd":
+    tx = optax.sgd(lr, momentum=momentum, nesterov=False)
+    if weight_decay:
+      tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
+    return tx
+  if name == "adam":
+    return optax.adamw(lr, weight_decay=weight_decay)
+  raise JaxkdError(f"Unknown optimizer {name!r}; use sgd or adam.")
+
+
+def create_train_state(model: nn.Module, key: jax.Array, input_shape,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """Initialises a student for inputs [H, W, C]."""
+  variables = init_model(model, key, input_shape)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           tx=tx, batch_stats=variables.get("batch_stats", {}))
+
+
+# ------------------------------------------------------------------ loss ---
+
+
+def make_loss_fn(kind: str = "kd", *, temperature: float = 4.0,
+                 kd_weight: float = 0.9, ce_weight: float = 0.1) -> LossFn:
+  """Returns loss(logits, targets [B,C] teacher probs, labels [B], mask [B]).
+
+  kind: "kd" (Hinton KD at `temperature`), "soft_ce" (cross-entropy with the
+  teacher's probabilities), "hard_ce" (cross-entropy with `labels`), or "mix"
+  (ce_weight CE(labels) + kd_weight KD).
+  """
+  if kind == "kd":
+    return lambda lo, t, y, m: losses.kd_loss_from_probs(lo, t, temperature, m)
+  if kind == "soft_ce":
+    return lambda lo, t, y, m: losses.soft_cross_entropy(lo, t, m)
+  if kind == "hard_ce":
+    return lambda lo, t, y, m: losses.hard_cross_entropy(lo, y, m)
+  if kind == "mix":
+    return lambda lo, t, y, m: losses.mixed_kd_loss(
+        lo, t, y, temperature=temperature, kd_weight=kd_weight,
+        ce_weight=ce_weight, mask=m)
+  raise JaxkdError(f"Unknown loss {kind!r}; use kd, soft_ce, hard_ce or mix.")
+
+
+# ------------------------------------------------------------------ steps ---
+
+
+class Batch(NamedTuple):
+  images: jax.Array   # [B, H, W, C]
+  targets: jax.Array  # [B, C] teacher probabilities
+  labels: jax.Array   # [B] int32 hard labels (teacher argmax or ground truth)
+  mask: jax.Array     # [B] float32, 0 for padding rows
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               loss_fn: LossFn):
+  """One SGD step on the masked loss. Returns (state, metrics)."""
+
+  def objective(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    logits, new_stats = apply_model(model, variables, batch.images, train=True)
+    loss = loss_fn(logits, batch.targets, batch.labels, batch.mask)
+    return loss, (logits, new_stats)
+
+  (loss, (logits, new_stats)), grads = jax.value_and_grad(
+      objective, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+  correct = (jnp.argmax(logits, -1) == batch.labels) * batch.mask
+  metrics = {"loss": loss,
+             "accuracy": jnp.sum(correct) / jnp.maximum(jnp.sum(batch.mask), 1)}
+  return state, metrics
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_train_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh):
+  rep = parallel.replicated_sharding(mesh)
+  dat = parallel.data_sharding(mesh)
+  return jax.jit(functools.partial(train_step, model=model, loss_fn=loss_fn),
+                 in_shardings=(rep, Batch(dat, dat, dat, dat)),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def sharded_train_step(state: TrainState, images, targets, labels, *,
+                       model: nn.Module, loss_fn: LossFn,
+                       mesh: Optional[Mesh] = None):
+  """Pads the batch to the device count, shards it and runs `train_step`.
+
+  `state` must already be replicated on `mesh` (see `parallel.replicate`);
+  it is donated.
+  """
+  mesh = mesh or parallel.make_mesh()
+  images, targets, labels, mask = parallel.shard_batch(
+      mesh, images, targets, labels)
+  step = _jitted_train_step(model, loss_fn, mesh)
+  return step(state, Batch(images, targets, labels, mask))
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_predict(model: nn.Module, mesh: Mesh, return_features: bool):
+  dat = parallel.data_sharding(mesh)
+
+  def predict(variables, x):
+    out, _ = apply_model(model, variables, x, train=False,
+                         return_features=return_features)
+    if return_features:
+      logits, feats = out
+      return logits, feats["embedding"]
+    return out
+
+  return jax.jit(predict, in_shardings=(parallel.replicated_sharding(mesh), dat),
+                 out_shardings=dat)
+
+
+def predict(model: nn.Module, variables, images: np.ndarray, *,
+            batch_size: int = 1024, mesh: Optional[Mesh] = None,
+            return_embeddings: bool = False):
+  """Eval-mode logits (and embeddings) for all images, in sharded batches.
+
+  Returns NumPy logits [N, C] (and embeddings [N, D] if requested).
+  """
+  check_rank("images", images, 4)
+  check_finite("images", images)
+  mesh = mesh or parallel.make_mesh()
+  fn = _jitted_predict(model, mesh, return_embeddings)
+  variables = parallel.replicate(mesh, variables)
+  k = parallel.num_shards(mesh)
+  batch_size = max(k, batch_size - batch_size % k)
+  outs = []
+  for start in range(0, len(images), batch_size):
+    chunk = np.asarray(images[start:start + batch_size], np.float32)
+    n = len(chunk)
+    x, _ = parallel.shard_batch(mesh, chunk)
+    res = fn(variables, x)
+    outs.append(jax.tree.map(lambda a: np.asarray(a)[:n], res))
+  if not outs:
+    raise JaxkdError("predict needs at least one image.")
+  if return_embeddings:
+    return (np.concatenate([o[0] for o in outs]),
+            np.concatenate([o[1] for o in outs]))
+  return np.concatenate(outs)
+
+
+def accuracy(model: nn.Module, variables, images, labels, **kw) -> float:
+  """Top-1 accuracy of `model` on (images, labels)."""
+  logits = predict(model, variables, images, **kw)
+  return float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))
+
+
+# ------------------------------------------------------------------- loop ---
+
+
+def fit(model: nn.Module, state: TrainState, images: np.ndarray,
+        targets: np.ndarray, labels: Optional[np.ndarray] = None, *,
+        epochs: int, batch_size: int, seed: int, loss_fn: LossFn,
+        mesh: Optional[Mesh] = None, desc: str = "train",
+        progress: bool = True):
+  """Trains `state` for `epochs` passes over (images, targets, labels).
+
+  Shuffles with a seeded NumPy RNG each epoch; the last partial batch is
+  padded and masked, not dropped. Returns (state, history) where history
+  lists the mean loss per epoch.
+  """
+  check_rank("images", images, 4)
+  check_finite("images", images)
+  check_rank("targets", targets, 2)
+  check_finite("targets", targets)
+  n = len(images)
+  if len(targets) != n:
+    raise JaxkdError(f"{n} images but {len(targets)} targets.")
+  if labels is None:
+    labels = np.argmax(targets, -1)
+  labels = np.asarray(labels, np.int32)
+  if n == 0:
+    raise JaxkdError("fit needs at least one training example.")
+  mesh = mesh or parallel.make_mesh()
+  state = parallel.replicate(mesh, state)
+  rng = np.random.default_rng(seed)
+  history = []
+  steps_per_epoch = -(-n // batch_size)
+  bar = _progress(epochs * steps_per_epoch, desc, progress)
+  for _ in range(epochs):
+    order = rng.permutation(n)
+    epoch_losses = []
+    for s in range(steps_per_epoch):
+      idx = order[s * batch_size:(s + 1) * batch_size]
+      state, metrics = sharded_train_step(
+          state, images[idx], targets[idx], labels[idx], model=model,
+          loss_fn=loss_fn, mesh=mesh)
+      epoch_losses.append(metrics["loss"])
+      bar.update(1)
+    history.append(float(np.mean(jax.device_get(epoch_losses))))
+    bar.set_postfix(loss=f"{history[-1]:.4f}")
+  bar.close()
+  return state, history
+
+
+def _progress(total: int, desc: str, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, desc=desc, disable=not enabled, leave=False,
+              dynamic_ncols=True)
