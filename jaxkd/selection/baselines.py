@@ -1,0 +1,165 @@
+"""Baseline strategies: random, entropy, margin, least confidence, core-set.
+
+Each `*_select` is a pure function of arrays that returns k distinct pool
+indices among the available ones. Uncertainty scores are per-example and
+vmapped; ties are broken by index (lowest first) so picks are deterministic.
+
+References:
+  Settles. Active Learning Literature Survey, 2009 (entropy, margin, LC).
+  Sener, Savarese. Active Learning for CNNs: A Core-Set Approach, ICLR 2018.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxkd.selection.registry import SelectionInputs, register_strategy
+from jaxkd.validation import (JaxkdError, check_features, check_finite,
+                              check_k, check_rank, is_concrete)
+
+
+# ---------------------------------------------------------- per-example ---
+
+
+def entropy(probs: jax.Array) -> jax.Array:
+  """Predictive entropy -sum p log p. probs [..., C] -> [...]."""
+  return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0), axis=-1)
+
+
+def margin_uncertainty(probs: jax.Array) -> jax.Array:
+  """-(p1 - p2): higher when the top two classes are closer. [..., C] -> [...]."""
+  top2 = jax.lax.top_k(probs, 2)[0]
+  return -(top2[..., 0] - top2[..., 1])
+
+
+def least_confidence(probs: jax.Array) -> jax.Array:
+  """1 - max p. [..., C] -> [...]."""
+  return 1.0 - jnp.max(probs, axis=-1)
+
+
+# ----------------------------------------------------------- selection ---
+
+
+def _check_pool(available, k):
+  check_rank("available", available, 1)
+  n_avail = int(jnp.sum(available)) if is_concrete(available) else available.shape[0]
+  return check_k(k, n_avail, "unqueried pool points")
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def top_k_available(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
+  """Indices of the k largest scores among available points (ties: lowest index).
+
+  scores: [n]; available: [n] bool. Returns int32 [k].
+  """
+  masked = jnp.where(available, scores, -jnp.inf)
+  # lax.top_k is stable: equal values keep index order.
+  return jax.lax.top_k(masked, k)[1].astype(jnp.int32)
+
+
+def score_select(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
+  """Validated top-k of `scores` over available points."""
+  check_rank("scores", scores, 1)
+  check_finite("scores", scores)
+  k = _check_pool(available, k)
+  if scores.shape[0] != available.shape[0]:
+    raise JaxkdError(f"scores has {scores.shape[0]} rows but available has "
+                     f"{available.shape[0]}.")
+  return top_k_available(jnp.asarray(scores), jnp.asarray(available, bool), k)
+
+
+def random_select(key: jax.Array, available: jax.Array, k: int) -> jax.Array:
+  """k available indices uniformly at random without replacement."""
+  k = _check_pool(available, k)
+  scores = jax.random.uniform(key, available.shape)
+  return top_k_available(scores, jnp.asarray(available, bool), k)
+
+
+def _probs_select(score_fn, probs, available, k):
+  check_features("probs", probs, 2)
+  return score_select(jax.jit(score_fn)(jnp.asarray(probs)), available, k)
+
+
+def entropy_select(probs, available, k):
+  """k available points of highest predictive entropy. probs [n, C]."""
+  return _probs_select(entropy, probs, available, k)
+
+
+def margin_select(probs, available, k):
+  """k available points with the smallest top-2 margin. probs [n, C]."""
+  return _probs_select(margin_uncertainty, probs, available, k)
+
+
+def least_confidence_select(probs, available, k):
+  """k available points with the lowest max probability. probs [n, C]."""
+  return _probs_select(least_confidence, probs, available, k)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _kcenter_greedy(emb, available, centers_mask, k):
+  sq = jnp.sum(emb * emb, axis=1)
+
+  def dist_to(i):
+    d = sq + sq[i] - 2.0 * emb @ emb[i]
+    return jnp.maximum(d, 0.0)
+
+  # Distance of every point to its nearest existing center (labelled set).
+  def init_body(i, mind):
+    return jnp.where(centers_mask[i], jnp.minimum(mind, dist_to(i)), mind)
+
+  mind = jnp.full(emb.shape[0], jnp.inf, emb.dtype)
+  mind = jax.lax.fori_loop(0, emb.shape[0], init_body, mind)
+  # With no existing centers every distance is inf: the first pick is then
+  # the lowest available index (argmax takes the first maximum).
+
+  def body(t, carry):
+    mind, picks = carry
+    score = jnp.where(available, mind, -jnp.inf)
+    score = score.at[picks].set(-jnp.inf, mode="drop")
+    i = jnp.argmax(score).astype(jnp.int32)
+    picks = picks.at[t].set(i)
+    return jnp.minimum(mind, dist_to(i)), picks
+
+  picks = jnp.full((k,), emb.shape[0], jnp.int32)
+  _, picks = jax.lax.fori_loop(0, k, body, (mind, picks))
+  return picks
+
+
+def coreset_select(embeddings: jax.Array, available: jax.Array, k: int,
+                   centers: jax.Array | None = None) -> jax.Array:
+  """k-center greedy (Sener & Savarese 2018) on embeddings [n, D].
+
+  Repeatedly picks the available point farthest (squared Euclidean) from its
+  nearest center; centers start as the already-queried points (`centers`
+  [n] bool, default `~available`) and grow with each pick. O(n k D).
+  """
+  check_features("embeddings", embeddings, 2)
+  k = _check_pool(available, k)
+  available = jnp.asarray(available, bool)
+  centers = ~available if centers is None else jnp.asarray(centers, bool)
+  return _kcenter_greedy(jnp.asarray(embeddings), available, centers, k)
+
+
+# --------------------------------------------------------- registry glue ---
+
+
+register_strategy(
+    "random", lambda key, inputs, k: random_select(key, inputs.available, k),
+    needs=(), description="uniform over unqueried points")
+register_strategy(
+    "entropy", lambda key, inputs, k: entropy_select(inputs.probs, inputs.available, k),
+    needs=("probs",), description="highest student predictive entropy")
+register_strategy(
+    "margin", lambda key, inputs, k: margin_select(inputs.probs, inputs.available, k),
+    needs=("probs",), description="smallest student top-2 margin")
+register_strategy(
+    "least_confidence",
+    lambda key, inputs, k: least_confidence_select(inputs.probs, inputs.available, k),
+    needs=("probs",), description="lowest student max probability")
+register_strategy(
+    "coreset",
+    lambda key, inputs, k: coreset_select(inputs.embeddings, inputs.available, k),
+    needs=("embeddings",), description="k-center greedy on student embeddings")
