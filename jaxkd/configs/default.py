@@ -1,0 +1,43 @@
+"""Default job: active distillation on the bundled scikit-learn digits.
+
+Runs offline in a few minutes on 2 CPU cores:
+
+  python -m jaxkd.main --workdir runs/digits
+
+Trains a LeNet-5 teacher on 700 digits, then for each strategy pays the
+teacher for an initial 50 points and 5 rounds of 40 more from a pool of 547,
+retraining a half-width LeNet-5 student every round. Override anything from
+the command line, e.g. `--config.rounds=8 --config.strategies='("random",)'`.
+`--config=jaxkd/configs/default.py:quick` runs a 2-round smoke test.
+"""
+
+from jaxkd.configs import common
+
+
+def get_config(arg: str = ""):
+  args = common.parse_arg(arg, quick=False)
+  import ml_collections
+  c = ml_collections.ConfigDict()
+  c.dataset = "digits"
+  c.data_dir = ""
+  c.split = ml_collections.ConfigDict(dict(
+      teacher_train=700, initial=50, pool=547, test=0, seed=0))
+  c.teacher = ml_collections.ConfigDict(dict(
+      model="lenet5", epochs=30, batch_size=64, optimizer="adam",
+      learning_rate=3e-3, seed=0))
+  c.student = "lenet5_half"
+  c.strategies = ("random", "entropy", "margin", "least_confidence",
+                  "coreset")
+  c.strategy_options = ml_collections.ConfigDict()
+  c.rounds = 5
+  c.per_round = 40
+  c.seeds = (0,)
+  c.hard_labels = False
+  c.loop = common.loop_config()
+  c.progress = True
+  if args.quick:
+    c.rounds = 2
+    c.strategies = ("random", "entropy")
+    c.loop.train_steps = 60
+    c.teacher.epochs = 10
+  return c
