@@ -116,15 +116,8 @@ def run_active_loop(*, strategy: str, student: nn.Module,
   input_shape = pool.shape[1:]
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  template = train.create_train_state(
-      student, jax.random.key(settings.seed), input_shape,
-      train.make_optimizer(settings.optimizer, settings.learning_rate))
-  state, records, start = None, [], 0
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(template)
-    records, start = meta["records"], meta["round"] + 1
-    log(f"[{strategy}] resumed after round {meta['round']} "
-        f"({oracle.spent} answers in the ledger)")
+  state, records, start = _resume(ckpt, student, input_shape, settings, oracle,
+                                  strategy, log)
   cache: Dict[str, Any] = {}
   for r in range(start, settings.rounds + 1):
     t0 = time.time()
@@ -153,22 +146,46 @@ def run_active_loop(*, strategy: str, student: nn.Module,
         student, input_shape, settings, pool[idx], targets,
         np.argmax(targets, -1), settings.seed + 1000 * r, mesh, settings.loss,
         state=prev, progress=progress, desc=f"{strategy} r{r}")
-    acc = train.accuracy(student, state.variables, test_images, test_labels,
-                         mesh=mesh)
-    rec = dict(round=r, queries=int(oracle.spent), student_accuracy=acc,
-               teacher_accuracy=float(teacher_accuracy),
-               success_rate=acc / max(float(teacher_accuracy), 1e-12),
-               wall_time=time.time() - t0, selected=int(len(picked)),
-               unpaid_teacher_forwards=int(oracle.unpaid_forwards - forwards_before))
-    records.append(rec)
-    ckpt.save(r, jax.device_get(state), {"round": r, "records": records})
-    with open(os.path.join(workdir, "rounds.json"), "w") as f:
-      json.dump(records, f, indent=1)
-    log(f"[{strategy}] round {r}: queries={rec['queries']} "
-        f"student={acc:.4f} success={rec['success_rate']:.3f} "
-        f"({rec['wall_time']:.1f}s)")
+    _finish_round(
+        r, state, records, ckpt, workdir, strategy, student, oracle,
+        test_images, test_labels, teacher_accuracy, mesh, log, t0,
+        selected=len(picked),
+        unpaid_teacher_forwards=oracle.unpaid_forwards - forwards_before)
   ckpt.close()
   return records
+
+
+def _resume(ckpt: Checkpointer, student, input_shape, settings, oracle,
+            strategy, log):
+  """Restores (state, records, first round to run) from the last checkpoint."""
+  template = train.create_train_state(
+      student, jax.random.key(settings.seed), input_shape,
+      train.make_optimizer(settings.optimizer, settings.learning_rate))
+  if ckpt.latest_step() is None:
+    return None, [], 0
+  state, meta = ckpt.restore(template)
+  log(f"[{strategy}] resumed after round {meta['round']} "
+      f"({oracle.spent} answers in the ledger)")
+  return state, meta["records"], meta["round"] + 1
+
+
+def _finish_round(r, state, records, ckpt, workdir, strategy, student, oracle,
+                  test_images, test_labels, teacher_accuracy, mesh, log, t0,
+                  **extra):
+  """Evaluates, records, checkpoints (state + records) and logs one round."""
+  acc = train.accuracy(student, state.variables, test_images, test_labels,
+                       mesh=mesh)
+  rec = dict(round=r, queries=int(oracle.spent), student_accuracy=acc,
+             teacher_accuracy=float(teacher_accuracy),
+             success_rate=acc / max(float(teacher_accuracy), 1e-12),
+             wall_time=time.time() - t0, **{k: int(v) for k, v in extra.items()})
+  records.append(rec)
+  ckpt.save(r, jax.device_get(state), {"round": r, "records": records})
+  with open(os.path.join(workdir, "rounds.json"), "w") as f:
+    json.dump(records, f, indent=1)
+  log(f"[{strategy}] round {r}: queries={rec['queries']} "
+      f"student={acc:.4f} success={rec['success_rate']:.3f} "
+      f"({rec['wall_time']:.1f}s)")
 
 
 def _selection_inputs(needs, student, state, oracle, candidates, available,
@@ -220,3 +237,119 @@ def estimate_mistake_rate(oracle: TeacherOracle, initial_indices,
     return float(np.mean(np.argmax(answers, -1) != np.asarray(initial_labels)))
   probs = np.stack([e["probs"] for e in rows])
   return float(1.0 - probs.max(-1).mean())
+
+
+# ------------------------------------------------------------ Active Mixup ---
+
+
+def _mixup_training_set(oracle: TeacherOracle, max_round: int):
+  """Images and teacher answers of every ledger row up to `max_round`:
+  real pool images and the mixup images x_ij(lam) rebuilt from (i, j, lam)."""
+  rows = oracle.entries(max_round=max_round)
+  pool = oracle.pool_images
+  images, targets = [], []
+  for e in rows:
+    if e["kind"] == "pool":
+      images.append(pool[e["pool_index"]])
+    elif e["kind"] == "mixup":
+      lam = np.float32(e["lam"])
+      images.append(lam * pool[e["i"]] + (1 - lam) * pool[e["j"]])
+    else:
+      continue
+    targets.append(e["probs"])
+  return np.stack(images), np.stack(targets)
+
+
+def _paid_pairs(oracle: TeacherOracle, max_round: int) -> np.ndarray:
+  rows = oracle.entries(kind="mixup", max_round=max_round)
+  return np.asarray([[e["i"], e["j"]] for e in rows], np.int64).reshape(-1, 2)
+
+
+def random_pairs(key: jax.Array, n: int, k: int, lambdas: np.ndarray,
+                 exclude: np.ndarray) -> tuple:
+  """k distinct unqueried pairs i < j uniformly at random, each with a lambda
+  drawn uniformly from the grid: the baseline Active Mixup compares with."""
+  total = n * (n - 1) // 2
+  taken = {(int(a), int(b)) for a, b in np.sort(exclude, axis=1)}
+  check_k(k, total - len(taken), "unqueried pairs")
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+  pairs = []
+  chosen = set(taken)
+  while len(pairs) < k:
+    i, j = rng.choice(n, 2, replace=False)
+    p = (int(min(i, j)), int(max(i, j)))
+    if p not in chosen:
+      chosen.add(p)
+      pairs.append(p)
+  lams = rng.choice(np.asarray(lambdas), k)
+  return np.asarray(pairs, np.int64), lams
+
+
+def run_mixup_loop(*, selection: str, student: nn.Module,
+                   oracle: TeacherOracle, test_images: np.ndarray,
+                   test_labels: np.ndarray, teacher_accuracy: float,
+                   settings: LoopSettings, workdir: str,
+                   lambdas: Optional[np.ndarray] = None,
+                   use_fast_path: bool = True, scan_batch_size: int = 4096,
+                   mesh=None, progress: bool = True,
+                   log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """Algorithm 1 of Active Mixup (Wang et al., CVPR 2020), resumable.
+
+  Round 0 pays for the teacher's answers on all n real images of
+  `oracle.pool_images` and trains the initial student on them (soft labels).
+  Each round t = 1..T then scans every unqueried pair (i, j) for its lowest
+  student confidence over the lambda grid, pays for x_ij(lam*) of the
+  `settings.per_round` least-confident pairs (selection="active"), or for as
+  many random pairs with random grid lambdas (selection="random"), and trains
+  a new student on everything paid for so far. The ledger stores (i, j, lam),
+  so a resumed run rebuilds the images and never pays twice.
+  """
+  from jaxkd.selection import mixup
+
+  if selection not in ("active", "random"):
+    raise JaxkdError(f"selection must be 'active' or 'random', got {selection!r}.")
+  lambdas = mixup.default_lambdas() if lambdas is None else np.asarray(lambdas)
+  pool = oracle.pool_images
+  n = len(pool)
+  need = n + settings.rounds * settings.per_round
+  if need > oracle.budget:
+    raise JaxkdError(f"{n} real images + {settings.rounds} rounds x "
+                     f"{settings.per_round} mixup queries = {need} exceed the "
+                     f"budget of {oracle.budget}.")
+  name = f"mixup_{selection}"
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  state, records, start = _resume(ckpt, student, pool.shape[1:], settings,
+                                  oracle, name, log)
+  stem_fn = head_fn = None
+  if use_fast_path and getattr(student, "has_linear_stem", False):
+    stem_fn = lambda v, x: student.apply(v, x, method=student.stem)
+    head_fn = lambda v, h: student.apply(v, h, method=student.head_from_stem)
+  apply_fn = lambda v, x: student.apply(v, x)
+  for r in range(start, settings.rounds + 1):
+    t0 = time.time()
+    if r == 0:
+      oracle.query(np.arange(n), round=0)
+    else:
+      exclude = _paid_pairs(oracle, r - 1)
+      key = jax.random.fold_in(jax.random.key(settings.seed), r)
+      if selection == "active":
+        pairs, lams, _ = mixup.select_pairs(
+            apply_fn, state.variables, pool, settings.per_round, lambdas,
+            exclude=exclude if len(exclude) else None,
+            batch_size=scan_batch_size, stem_fn=stem_fn, head_fn=head_fn,
+            mesh=mesh)
+      else:
+        pairs, lams = random_pairs(key, n, settings.per_round, lambdas, exclude)
+      oracle.query_mixup(np.asarray(pairs), np.asarray(lams), round=r)
+    images, targets = _mixup_training_set(oracle, r)
+    state = _fit_from_scratch(
+        student, pool.shape[1:], settings, images, targets,
+        np.argmax(targets, -1), settings.seed + 1000 * r, mesh, settings.loss,
+        state=None if settings.retrain else state, progress=progress,
+        desc=f"{name} r{r}")
+    _finish_round(r, state, records, ckpt, workdir, name, student, oracle,
+                  test_images, test_labels, teacher_accuracy, mesh, log, t0,
+                  train_size=len(images))
+  ckpt.close()
+  return records
