@@ -1,0 +1,37 @@
+"""Strategy comparison on mnist5k (5,000 real MNIST digits), 3 seeds.
+
+  python experiments/compare.py --config experiments/configs/compare_mnist5k.py
+
+Split of the 4,000 training digits: teacher-train 2,000 / initial L 100 /
+pool U 1,900; the 1,000 test digits evaluate. 5 rounds of 100 queries.
+`:quick` runs 2 rounds, 1 seed.
+"""
+
+import ml_collections
+
+from jaxkd.configs import common
+
+
+def get_config(arg: str = ""):
+  args = common.parse_arg(arg, quick=False)
+  c = ml_collections.ConfigDict()
+  c.dataset = "mnist5k"
+  c.data_dir = "../shared/data/mnist_5k"
+  c.split = ml_collections.ConfigDict(dict(
+      teacher_train=2000, initial=100, pool=1900, test=0, seed=0))
+  c.teacher = ml_collections.ConfigDict(dict(
+      model="lenet5", epochs=15, batch_size=64, optimizer="adam",
+      learning_rate=2e-3, seed=0))
+  c.student = "lenet5_half"
+  c.strategies = ("random", "entropy", "margin", "least_confidence",
+                  "coreset", "admm", "rad", "gap_diversity", "badge")
+  c.strategy_options = ml_collections.ConfigDict()
+  c.rounds = 5
+  c.per_round = 100
+  c.seeds = (0, 1, 2)
+  c.hard_labels = False
+  c.loop = common.loop_config(train_steps=300)
+  c.progress = False
+  if args.quick:
+    c.rounds, c.seeds, c.loop.train_steps = 2, (0,), 60
+  return c
