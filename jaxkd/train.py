@@ -232,6 +232,9 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
   if labels is None:
     labels = np.argmax(targets, -1)
   labels = np.asarray(labels, np.int32)
+  if labels.shape != (n,):
+    raise JaxkdError(f"labels must have shape ({n},) to match the images, got "
+                     f"{labels.shape}.")
   if n == 0:
     raise JaxkdError("fit needs at least one training example.")
   mesh = mesh or parallel.make_mesh()
