@@ -1,0 +1,186 @@
+"""Pool builder for active distillation, and a seeded minibatch iterator.
+
+The train split of a `Dataset` is cut into three disjoint parts, as in the
+active-distillation papers:
+
+* teacher-train: the data the teacher is trained on (in practice the
+  teacher's owner holds it; the student never sees it);
+* initial L: a first random batch the student pays the teacher for;
+* unlabelled pool U: the candidates each selection round picks from;
+
+and the test split (optionally subsampled) evaluates both networks. For
+example Fashion-MNIST 30,000 / 500 / 5,000 with the 10,000 test images.
+
+References:
+  D. Wang, Y. Li, L. Wang, B. Gong. Neural networks are more productive
+    teachers than human raters: Active mixup for data-efficient knowledge
+    distillation from a blackbox model. CVPR 2020.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, NamedTuple, Optional
+
+import numpy as np
+
+from jaxkd.data.datasets import Dataset
+from jaxkd.validation import JaxkdError
+
+
+class Pools(NamedTuple):
+  """Disjoint teacher-train / initial L / pool U splits plus the test split.
+
+  Images are [n, H, W, C] float32 and labels [n] int32 (gathered copies);
+  each `*_indices` holds the int64 positions in the dataset's train split
+  (or test split for `test_indices`) the rows came from.
+  """
+
+  teacher_train_images: np.ndarray
+  teacher_train_labels: np.ndarray
+  teacher_train_indices: np.ndarray
+  initial_images: np.ndarray
+  initial_labels: np.ndarray
+  initial_indices: np.ndarray
+  pool_images: np.ndarray
+  pool_labels: np.ndarray
+  pool_indices: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  test_indices: np.ndarray
+
+  def sizes(self) -> dict:
+    """{"teacher_train": n, "initial": n, "pool": n, "test": n}."""
+    return {"teacher_train": len(self.teacher_train_indices),
+            "initial": len(self.initial_indices),
+            "pool": len(self.pool_indices), "test": len(self.test_indices)}
+
+
+def _count(name: str, value: Any, allow_none: bool = False) -> Optional[int]:
+  if value is None and allow_none:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise JaxkdError(f"{name} must be an int, got {value!r}.")
+  if value < 0:
+    raise JaxkdError(f"{name} must be >= 0, got {value}.")
+  return int(value)
+
+
+def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
+               pool: Optional[int], test: Optional[int] = None,
+               seed: int) -> Pools:
+  """Splits a dataset into teacher-train / initial L / pool U / test.
+
+  One permutation `np.random.default_rng(seed).permutation(num_train)` of
+  the train split is cut in order: the first `teacher_train` indices, the
+  next `initial`, the next `pool`; leftovers are unused. The test split is
+  used whole (in order) when `test` is None, else `test` of its images are
+  drawn without replacement (sorted) with `np.random.default_rng([seed, 1])`.
+
+  Args:
+    dataset: the `Dataset` to split.
+    teacher_train: number of teacher-training images (may be 0).
+    initial: size of the initial labelled set L.
+    pool: size of the unlabelled pool U; None takes every image left.
+    test: number of test images, or None (or 0) for the whole test split.
+    seed: seed of the split; the same seed gives the same split.
+
+  Returns:
+    `Pools` with gathered arrays and their original indices.
+
+  Raises:
+    JaxkdError: negative or non-integer sizes, or sizes that do not fit
+      (the message gives the numbers).
+
+  Example:
+    >>> from jaxkd.data import load_dataset
+    >>> p = make_pools(load_dataset("digits"), teacher_train=700, initial=50,
+    ...                pool=547, seed=0)
+    >>> p.sizes()
+    {'teacher_train': 700, 'initial': 50, 'pool': 547, 'test': 500}
+  """
+  if not isinstance(dataset, Dataset):
+    raise JaxkdError(
+        f"make_pools needs a jaxkd.data.Dataset, got {type(dataset).__name__}.")
+  a = _count("teacher_train", teacher_train)
+  b = _count("initial", initial)
+  c = _count("pool", pool, allow_none=True)
+  t = _count("test", test, allow_none=True) or None
+  n = dataset.num_train
+  if c is None:
+    c = n - a - b
+    if c < 0:
+      raise JaxkdError(
+          f"teacher_train + initial = {a} + {b} = {a + b} exceeds the {n} "
+          f"training images of {dataset.name!r}.")
+  if a + b + c > n:
+    raise JaxkdError(
+        f"teacher_train + initial + pool = {a} + {b} + {c} = {a + b + c} "
+        f"exceeds the {n} training images of {dataset.name!r}.")
+  if t is not None and t > dataset.num_test:
+    raise JaxkdError(
+        f"test={t} exceeds the {dataset.num_test} test images of "
+        f"{dataset.name!r}.")
+  perm = np.random.default_rng(seed).permutation(n)
+  parts = np.split(perm[:a + b + c], [a, a + b])
+  if t is None:
+    test_idx = np.arange(dataset.num_test)
+  else:
+    test_idx = np.sort(np.random.default_rng([seed, 1]).choice(
+        dataset.num_test, size=t, replace=False))
+  out = []
+  for idx in parts:
+    out += [dataset.train_images[idx], dataset.train_labels[idx],
+            idx.astype(np.int64)]
+  out += [dataset.test_images[test_idx], dataset.test_labels[test_idx],
+          test_idx.astype(np.int64)]
+  return Pools(*out)
+
+
+def iterate_batches(n: int, batch_size: int, key_or_seed: Any = 0,
+                    drop_remainder: bool = False) -> Iterator[np.ndarray]:
+  """Yields the index arrays of one epoch of minibatches over range(n).
+
+  Args:
+    n: number of examples.
+    batch_size: examples per batch.
+    key_or_seed: an int seed (`np.random.default_rng(seed).permutation`), a
+      `jax.random.key` (`jax.random.permutation(key, n)`), or None for the
+      unshuffled order 0..n-1.
+    drop_remainder: drop the last batch if it is smaller than batch_size
+      (default: yield it, shorter).
+
+  Yields:
+    int64 NumPy index arrays [batch_size] (the last may be shorter). Each
+    index in range(n) appears at most once per epoch.
+
+  Raises:
+    JaxkdError: n < 0, batch_size <= 0 or a bad key_or_seed.
+
+  Example:
+    >>> [b.tolist() for b in iterate_batches(5, 2, None)]
+    [[0, 1], [2, 3], [4]]
+  """
+  n = _count("n", n)
+  if (isinstance(batch_size, bool) or not isinstance(batch_size,
+                                                     (int, np.integer))
+      or batch_size <= 0):
+    raise JaxkdError(f"batch_size must be a positive int, got {batch_size!r}.")
+  batch_size = int(batch_size)
+  if key_or_seed is None:
+    order = np.arange(n, dtype=np.int64)
+  elif isinstance(key_or_seed, (int, np.integer)) and not isinstance(
+      key_or_seed, bool):
+    order = np.random.default_rng(int(key_or_seed)).permutation(n)
+  else:
+    import jax  # only for key input.
+    try:
+      order = np.asarray(jax.random.permutation(key_or_seed, n))
+    except (TypeError, ValueError) as e:
+      raise JaxkdError(
+          f"key_or_seed must be an int seed, a jax.random key or None, got "
+          f"{key_or_seed!r} ({e}).") from e
+  order = order.astype(np.int64)
+  stop = (n // batch_size) * batch_size if drop_remainder else n
+  # Checks above run at the call, not at the first next(): return a generator.
+  return (order[start:start + batch_size]
+          for start in range(0, stop, batch_size))
