@@ -53,10 +53,13 @@ def pool_key(index: int) -> str:
 
 
 def mixup_key(i: int, j: int, lam: float) -> str:
-  i, j = (int(i), int(j)) if i < j else (int(j), int(i))
-  if i > j or i == j:
+  """Ledger key of lam x_i + (1 - lam) x_j, canonical: (j, i, 1 - lam) is the
+  same image and gets the same key."""
+  if i == j:
     raise JaxkdError(f"mixup pair needs two distinct indices, got ({i}, {j}).")
-  return f"mix:{i}:{j}:{float(lam):.6f}"
+  if i > j:
+    i, j, lam = j, i, 1.0 - float(lam)
+  return f"mix:{int(i)}:{int(j)}:{float(lam):.6f}"
 
 
 def flax_teacher_fn(model, variables, *, batch_size: int = 1024) -> TeacherFn:
