@@ -1,0 +1,512 @@
+"""UNIX: computation-efficient KD via uncertainty-aware mixup.
+
+Per batch of N images, one jitted, data-parallel step does:
+
+1. student forward in eval mode, no gradient -> per-image uncertainty
+   (entropy by default; "confidence" = -max p; "margin" = -(p1 - p2));
+2. sort descending (rank i = 0 is the most uncertain image);
+3. draw a random permutation of the batch as mixing partners and one
+   lam ~ Beta(alpha, alpha);
+4. mix  x_i = (1 - c_i lam) x_sorted[i] + c_i lam x_partner[i]  with the
+   correction factor  c_i = sigmoid(w (i + 1/2 - b) / N);
+5. keep only the first k mixed images (the k most uncertain), run the teacher
+   on them and the student forward + backward with the KD loss (T = 4),
+   optionally plus ce_weight CE with the teacher's argmax as label (labels
+   come only from the teacher on the mixed images) and an AT or SP term.
+
+Choice of b. c_i < 1/2 exactly for the b most uncertain images (the half
+offset puts the sigmoid's centre between ranks b - 1 and b), so uncertain
+images get mild mixup and stay close to themselves, confident images are
+mixed strongly. The default b = N / 2 is the authors' released setting
+(b = 32 for N = 64, k = 48); with w = 1000 the factor is a hard step (no mixup
+for the top b, full lam for ranks b..k-1), with w = 10 it is smooth. This is
+the issue's `sigmoid(w (rank - b) / N)` with b shifted by one half.
+
+Sorting and top-k are global over the batch even though the batch is sharded
+over the ("data",) mesh: XLA gathers the [N] scores, sorts, and the k kept
+images are re-sharded for the teacher and student passes. Batches that do not
+divide the device count are zero-padded; padded rows get uncertainty -inf and
+are excluded from the partner permutation, so they are never kept or mixed
+in. k is padded up to a multiple of the device count with masked rows (they
+carry no loss; BatchNorm batch statistics in train mode do see them, as in
+`jaxkd.train`).
+
+Ablations of the paper are `UnixConfig` switches (`method_config` names them):
+plain KD (all N, no student pass), Random+KD (random k of N, no mixup),
+uncertainty without mixup, mixup without uncertainty (random order),
+non-adaptive mixup (c = 1) and w in {1, 10, 1000}.
+
+References:
+  Xu, Liu, Loy. Computation-Efficient Knowledge Distillation via
+  Uncertainty-Aware Mixup, arXiv:2012.09413 (Pattern Recognition 2023).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxkd import losses, parallel
+from jaxkd.cost import CostCounter
+from jaxkd.models import apply_model
+from jaxkd.train import TrainState
+from jaxkd.validation import JaxkdError, check_finite, check_rank
+
+SCORE_KINDS = ("entropy", "confidence", "margin")
+ORDER_KINDS = SCORE_KINDS + ("random", "none")
+FEATURE_LOSSES = ("at", "sp")
+_DEFAULT_FEATURE_WEIGHT = {"at": 1000.0, "sp": 3000.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnixConfig:
+  """Hyperparameters of one UNIX step (hashable, static under jit).
+
+  Attributes:
+    k: images kept per batch (teacher forward, student forward + backward).
+    uncertainty: ranking of the batch: "entropy", "confidence" (-max p),
+      "margin" (-(p1 - p2)) need a student forward pass; "random" is a random
+      order, "none" keeps the given order (both without a student pass).
+    mixup: mix each kept image with a random partner.
+    adaptive: use the correction factor c_i; False sets c = 1 (non-adaptive).
+    w: slope of the correction factor (> 0).
+    b: ranks below b get c < 1/2 (mild mixup); None means N / 2.
+    alpha: Beta(alpha, alpha) parameter of lam (> 0).
+    temperature: KD temperature T.
+    kd_weight: weight of the T^2-scaled KD term.
+    ce_weight: weight of the CE term with the teacher's argmax as label.
+    feature_loss: None, "at" (attention transfer on all matched maps) or "sp"
+      (similarity preserving on the last map).
+    feature_weight: weight of the feature term; None means 1000 (AT) or
+      3000 (SP), as in the paper.
+  """
+  k: int = 48
+  uncertainty: str = "entropy"
+  mixup: bool = True
+  adaptive: bool = True
+  w: float = 10.0
+  b: Optional[float] = None
+  alpha: float = 1.0
+  temperature: float = 4.0
+  kd_weight: float = 1.0
+  ce_weight: float = 0.0
+  feature_loss: Optional[str] = None
+  feature_weight: Optional[float] = None
+
+  @property
+  def needs_student_pass(self) -> bool:
+    return self.uncertainty in SCORE_KINDS
+
+  @property
+  def resolved_feature_weight(self) -> float:
+    if self.feature_loss is None:
+      return 0.0
+    if self.feature_weight is None:
+      return _DEFAULT_FEATURE_WEIGHT[self.feature_loss]
+    return float(self.feature_weight)
+
+  def validate(self, batch_size: Optional[int] = None) -> "UnixConfig":
+    """Raises JaxkdError on a bad setting; `batch_size` is N."""
+    if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)):
+      raise JaxkdError(f"k must be an int, got {self.k!r}.")
+    if self.k <= 0:
+      raise JaxkdError(f"k must be positive, got {self.k}.")
+    if batch_size is not None and self.k > batch_size:
+      raise JaxkdError(
+          f"k={self.k} is larger than the batch size N={batch_size}.")
+    if self.uncertainty not in ORDER_KINDS:
+      raise JaxkdError(f"Unknown uncertainty {self.uncertainty!r}; use one of "
+                       f"{', '.join(ORDER_KINDS)}.")
+    if not (self.w > 0 and math.isfinite(self.w)):
+      raise JaxkdError(f"w must be > 0, got {self.w}.")
+    if not (self.alpha > 0 and math.isfinite(self.alpha)):
+      raise JaxkdError(f"alpha must be > 0, got {self.alpha}.")
+    if self.b is not None and not math.isfinite(self.b):
+      raise JaxkdError(f"b must be finite, got {self.b}.")
+    if not self.temperature > 0:
+      raise JaxkdError(f"temperature must be > 0, got {self.temperature}.")
+    if self.kd_weight < 0 or self.ce_weight < 0:
+      raise JaxkdError("kd_weight and ce_weight must be >= 0, got "
+                       f"{self.kd_weight} and {self.ce_weight}.")
+    if self.feature_loss is not None and self.feature_loss not in FEATURE_LOSSES:
+      raise JaxkdError(f"Unknown feature_loss {self.feature_loss!r}; use None, "
+                       "'at' or 'sp'.")
+    if self.feature_weight is not None and self.feature_weight < 0:
+      raise JaxkdError(
+          f"feature_weight must be >= 0, got {self.feature_weight}.")
+    return self
+
+
+METHODS: Dict[str, Dict[str, Any]] = {
+    "kd": dict(uncertainty="none", mixup=False),
+    "random_kd": dict(uncertainty="random", mixup=False),
+    "uncertainty": dict(uncertainty="entropy", mixup=False),
+    "mixup": dict(uncertainty="random", mixup=True),
+    "non_adaptive": dict(uncertainty="entropy", mixup=True, adaptive=False),
+    "unix": dict(uncertainty="entropy", mixup=True),
+}
+
+
+def method_config(method: str, *, batch_size: int, k: int,
+                  **overrides: Any) -> UnixConfig:
+  """The paper's named settings. "kd" keeps all N (k is ignored).
+
+  Args:
+    method: one of `METHODS`: kd, random_kd, uncertainty (no mixup), mixup
+      (no uncertainty), non_adaptive (c = 1), unix.
+    batch_size: N.
+    k: images kept per batch by the selective methods.
+    **overrides: further `UnixConfig` fields (w, alpha, ce_weight, ...).
+  """
+  if method not in METHODS:
+    raise JaxkdError(
+        f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+  fields = dict(METHODS[method], k=batch_size if method == "kd" else k)
+  fields.update(overrides)
+  return UnixConfig(**fields).validate(batch_size)
+
+
+# ------------------------------------------------------------ pure parts ---
+
+
+def uncertainty_scores(logits: jax.Array, kind: str = "entropy") -> jax.Array:
+  """Per-image uncertainty, larger = more uncertain.
+
+  Args:
+    logits: [B, C].
+    kind: "entropy" (-sum p log p), "confidence" (-max p) or "margin"
+      (-(p1 - p2), p1 >= p2 the two largest probabilities).
+
+  Returns:
+    [B] float scores.
+  """
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  p = jnp.exp(logp)
+  if kind == "entropy":
+    return -jnp.sum(p * logp, axis=-1)
+  if kind == "confidence":
+    return -jnp.max(p, axis=-1)
+  if kind == "margin":
+    top2 = jax.lax.top_k(p, 2)[0]
+    return -(top2[:, 0] - top2[:, 1])
+  raise JaxkdError(f"Unknown uncertainty {kind!r}; use one of "
+                   f"{', '.join(SCORE_KINDS)}.")
+
+
+def correction_factor(num_ranks: int, batch_size: int, *, w: float,
+                      b: Optional[float] = None) -> jax.Array:
+  """c_i = sigmoid(w (i + 1/2 - b) / N) for ranks i = 0..num_ranks-1.
+
+  Args:
+    num_ranks: how many leading ranks to return (e.g. k).
+    batch_size: N (the real batch size, padding excluded).
+    w: slope (> 0); large w gives a step at b.
+    b: number of most-uncertain ranks with c < 1/2; None means N / 2.
+
+  Returns:
+    [num_ranks] float32 in (0, 1), increasing in i.
+  """
+  b = batch_size / 2.0 if b is None else b
+  i = jnp.arange(num_ranks, dtype=jnp.float32)
+  return jax.nn.sigmoid(w * (i + 0.5 - b) / batch_size)
+
+
+def mix_images(x_sorted: jax.Array, x_partner: jax.Array, lam: jax.Array,
+               c: jax.Array) -> jax.Array:
+  """x = (1 - c lam) x_sorted + c lam x_partner.
+
+  Args:
+    x_sorted: [K, H, W, C] images in uncertainty order.
+    x_partner: [K, H, W, C] their mixing partners.
+    lam: scalar mixing weight.
+    c: [K] correction factors.
+  """
+  m = (c * lam).astype(x_sorted.dtype).reshape((-1,) + (1,) * (x_sorted.ndim - 1))
+  return (1 - m) * x_sorted + m * x_partner
+
+
+def select_and_mix(key: jax.Array, images: jax.Array, scores: jax.Array,
+                   n: int, k_pad: int, config: UnixConfig):
+  """Sort by uncertainty, pick partners, mix, keep the first k_pad.
+
+  Args:
+    key: PRNG key (partners, lam).
+    images: [N_pad, H, W, C] batch; rows >= n are padding.
+    scores: [N_pad] uncertainty (larger = kept first); padded rows ignored.
+    n: number of real rows (static).
+    k_pad: kept rows returned (>= config.k; rows >= k are masked).
+    config: the step's `UnixConfig`.
+
+  Returns:
+    (mixed [k_pad, H, W, C], kept_mask [k_pad] float32, info) with info
+    holding "selected" and "partners" (int32 [k_pad] batch indices), "lam"
+    and "correction" [k_pad].
+  """
+  n_pad = images.shape[0]
+  valid = jnp.arange(n_pad) < n
+  key_perm, key_lam = jax.random.split(key)
+  scores = jnp.where(valid, scores, -jnp.inf)
+  order = jnp.argsort(-scores, stable=True)        # descending, padding last
+  u = _pad_to(jax.random.uniform(key_perm, (n,)), n_pad, jnp.inf)
+  partners = jnp.argsort(u, stable=True)           # real rows first, random
+  selected, partners = order[:k_pad], partners[:k_pad]
+  x_sel = images[selected]
+  if config.mixup:
+    lam = jax.random.beta(key_lam, config.alpha, config.alpha)
+    if config.adaptive:
+      c = correction_factor(k_pad, n, w=config.w, b=config.b)
+    else:
+      c = jnp.ones((k_pad,), jnp.float32)
+    x = mix_images(x_sel, images[partners], lam, c)
+  else:
+    lam = jnp.zeros((), jnp.float32)
+    c = jnp.zeros((k_pad,), jnp.float32)
+    x = x_sel
+  kept_mask = (jnp.arange(k_pad) < config.k).astype(jnp.float32)
+  info = {"selected": selected.astype(jnp.int32),
+          "partners": partners.astype(jnp.int32), "lam": lam, "correction": c}
+  return x, kept_mask, info
+
+
+def _pad_to(x: jax.Array, size: int, value) -> jax.Array:
+  return jnp.pad(x, (0, size - x.shape[0]), constant_values=value)
+
+
+def _order_scores(key, state: TrainState, images, n: int, *,
+                  student: nn.Module, config: UnixConfig) -> jax.Array:
+  n_pad = images.shape[0]
+  if config.needs_student_pass:
+    logits, _ = apply_model(student, state.variables, images, train=False)
+    return uncertainty_scores(jax.lax.stop_gradient(logits), config.uncertainty)
+  if config.uncertainty == "random":
+    return _pad_to(jax.random.uniform(key, (n,)), n_pad, 0.0)
+  return -jnp.arange(n_pad, dtype=jnp.float32)     # "none": keep the order
+
+
+def _feature_loss(s_maps, t_maps, mask, kind):
+  if kind == "at":
+    return losses.attention_transfer_loss(s_maps, t_maps, mask=mask)
+  return losses.similarity_preserving_loss(s_maps[-1:], t_maps[-1:], mask=mask)
+
+
+def unix_step(state: TrainState, teacher_variables, images: jax.Array,
+              key: jax.Array, *, student: nn.Module, teacher: nn.Module,
+              config: UnixConfig, n: int, k_pad: int,
+              kept_sharding=None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+  """One UNIX training step (pure; jit it, see `unix_train_step`).
+
+  Args:
+    state: student `TrainState`.
+    teacher_variables: frozen teacher variables (no gradient).
+    images: [N_pad, H, W, C] float32 batch; rows >= n are padding.
+    key: PRNG key for the step.
+    student, teacher: Flax modules.
+    config: `UnixConfig`.
+    n: real batch size N (static).
+    k_pad: config.k rounded up to the device count (static).
+    kept_sharding: optional sharding for the kept [k_pad] batch.
+
+  Returns:
+    (new_state, metrics) with metrics "loss", "kd", "agreement" (student
+    argmax == teacher argmax on the kept images, before the update),
+    "uncertainty_kept", "uncertainty_all" (entropy-based only) and the
+    selection info of `select_and_mix`.
+  """
+  key_order, key_mix = jax.random.split(key)
+  scores = _order_scores(key_order, state, images, n, student=student,
+                         config=config)
+  x, mask, info = select_and_mix(key_mix, images, scores, n, k_pad, config)
+  if kept_sharding is not None:
+    x = jax.lax.with_sharding_constraint(x, kept_sharding)
+    mask = jax.lax.with_sharding_constraint(mask, kept_sharding)
+  feats = config.feature_loss is not None
+  t_out, _ = apply_model(teacher, teacher_variables, x, train=False,
+                         return_features=feats)
+  t_out = jax.lax.stop_gradient(t_out)
+  t_logits, t_maps = (t_out[0], t_out[1]["maps"]) if feats else (t_out, None)
+  t_labels = jnp.argmax(t_logits, axis=-1)
+
+  def objective(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    out, new_stats = apply_model(student, variables, x, train=True,
+                                 return_features=feats)
+    s_logits = out[0] if feats else out
+    kd = losses.kd_loss(s_logits, t_logits, config.temperature, mask)
+    loss = config.kd_weight * kd
+    if config.ce_weight:
+      loss += config.ce_weight * losses.hard_cross_entropy(
+          s_logits, t_labels, mask)
+    if feats:
+      loss += config.resolved_feature_weight * _feature_loss(
+          out[1]["maps"], t_maps, mask, config.feature_loss)
+    return loss, (s_logits, kd, new_stats)
+
+  (loss, (s_logits, kd, new_stats)), grads = jax.value_and_grad(
+      objective, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+  agree = (jnp.argmax(s_logits, -1) == t_labels) * mask
+  metrics = dict(info, loss=loss, kd=kd,
+                 agreement=jnp.sum(agree) / jnp.maximum(jnp.sum(mask), 1.0))
+  if config.needs_student_pass:
+    valid = jnp.arange(images.shape[0]) < n
+    metrics["uncertainty_all"] = jnp.sum(jnp.where(valid, scores, 0.0)) / n
+    metrics["uncertainty_kept"] = (
+        jnp.sum(scores[info["selected"]] * mask) / jnp.sum(mask))
+  return state, metrics
+
+
+# ------------------------------------------------------------ jitted step ---
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_unix_step(student: nn.Module, teacher: nn.Module,
+                      config: UnixConfig, mesh: Mesh, n: int, k_pad: int):
+  rep = parallel.replicated_sharding(mesh)
+  dat = parallel.data_sharding(mesh)
+  fn = functools.partial(unix_step, student=student, teacher=teacher,
+                         config=config, n=n, k_pad=k_pad, kept_sharding=dat)
+  return jax.jit(fn, in_shardings=(rep, rep, dat, rep),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def kept_padded(k: int, mesh: Mesh) -> int:
+  """k rounded up to a multiple of the mesh's device count."""
+  d = parallel.num_shards(mesh)
+  return -(-k // d) * d
+
+
+def check_feature_maps(student: nn.Module, student_variables,
+                       teacher: nn.Module, teacher_variables,
+                       input_shape, feature_loss: Optional[str]) -> None:
+  """Raises JaxkdError if AT/SP cannot pair the two models' maps."""
+  if feature_loss is None:
+    return
+  x = jax.ShapeDtypeStruct((2,) + tuple(input_shape), jnp.float32)
+
+  def maps(model, variables):
+    out = jax.eval_shape(lambda v, x: apply_model(
+        model, v, x, return_features=True)[0], variables, x)
+    return out[1]["maps"]
+
+  s_maps, t_maps = maps(student, student_variables), maps(
+      teacher, teacher_variables)
+  if not s_maps or not t_maps:
+    raise JaxkdError(f"{feature_loss.upper()} needs intermediate maps from "
+                     "both models; one of them returns none.")
+  if feature_loss == "at":
+    s_sp = [m.shape[1:3] for m in s_maps]
+    t_sp = [m.shape[1:3] for m in t_maps]
+    if s_sp != t_sp:
+      raise JaxkdError(f"AT needs matched maps: student spatial sizes {s_sp} "
+                       f"vs teacher {t_sp}.")
+
+
+def unix_train_step(state: TrainState, teacher_variables, images, key, *,
+                    student: nn.Module, teacher: nn.Module, config: UnixConfig,
+                    mesh: Optional[Mesh] = None):
+  """Validates, pads and shards a batch of N images and runs `unix_step`.
+
+  `state` and `teacher_variables` should already be replicated on `mesh`
+  (`parallel.replicate`); `state` is donated.
+
+  Args:
+    state: student `TrainState`.
+    teacher_variables: frozen teacher variables.
+    images: [N, H, W, C] float32 batch (any N >= config.k).
+    key: PRNG key.
+    student, teacher: Flax modules.
+    config: `UnixConfig`.
+    mesh: ("data",) mesh; default all devices.
+
+  Returns:
+    (new_state, metrics), see `unix_step`.
+
+  Raises:
+    JaxkdError: bad config (k > N, k <= 0, w <= 0, alpha <= 0, unknown
+      uncertainty) or images not rank 4 / not finite.
+  """
+  check_rank("images", images, 4)
+  check_finite("images", images)
+  n = int(images.shape[0])
+  config.validate(n)
+  mesh = mesh or parallel.make_mesh()
+  x, _ = parallel.shard_batch(mesh, images)
+  step = _jitted_unix_step(student, teacher, config, mesh, n,
+                           kept_padded(config.k, mesh))
+  return step(state, teacher_variables, x, key)
+
+
+def step_counts(n: int, config: UnixConfig) -> Tuple[int, int, int]:
+  """(teacher forwards, student forwards, student backwards) of one step."""
+  return (config.k, config.k + (n if config.needs_student_pass else 0),
+          config.k)
+
+
+def config_for_batch(config: UnixConfig, n: int, batch_size: int) -> UnixConfig:
+  """Scales k (and a set b) to a partial batch of n < batch_size images."""
+  if n == batch_size:
+    return config
+  k = max(1, min(n, int(math.ceil(config.k * n / batch_size))))
+  b = None if config.b is None else config.b * n / batch_size
+  return dataclasses.replace(config, k=k, b=b)
+
+
+def unix_fit(student: nn.Module, state: TrainState, teacher: nn.Module,
+             teacher_variables, images: np.ndarray, *, epochs: int,
+             batch_size: int, seed: int, config: UnixConfig,
+             mesh: Optional[Mesh] = None,
+             counter: Optional[CostCounter] = None,
+             progress: bool = True, desc: str = "unix"):
+  """Trains `state` for `epochs` passes over `images` with UNIX steps.
+
+  Batches of `batch_size` images in a seeded random order; a last partial
+  batch of n images keeps ceil(k n / batch_size) of them. `counter` (if
+  given) is updated with the teacher/student passes of every step.
+
+  Returns:
+    (state, history) with history the mean loss per epoch.
+  """
+  check_rank("images", images, 4)
+  check_finite("images", images)
+  config.validate(batch_size)
+  n_total = len(images)
+  if n_total == 0:
+    raise JaxkdError("unix_fit needs at least one training image.")
+  mesh = mesh or parallel.make_mesh()
+  state = parallel.replicate(mesh, state)
+  teacher_variables = parallel.replicate(mesh, teacher_variables)
+  check_feature_maps(student, state.variables, teacher, teacher_variables,
+                     images.shape[1:], config.feature_loss)
+  rng = np.random.default_rng(seed)
+  key = jax.random.key(seed)
+  steps = -(-n_total // batch_size)
+  from tqdm.auto import tqdm
+  bar = tqdm(total=epochs * steps, desc=desc, disable=not progress,
+             leave=False, dynamic_ncols=True)
+  history = []
+  for epoch in range(epochs):
+    order = rng.permutation(n_total)
+    epoch_losses = []
+    for s in range(steps):
+      idx = order[s * batch_size:(s + 1) * batch_size]
+      cfg = config_for_batch(config, len(idx), batch_size)
+      state, metrics = unix_train_step(
+          state, teacher_variables, images[idx],
+          jax.random.fold_in(key, epoch * steps + s), student=student,
+          teacher=teacher, config=cfg, mesh=mesh)
+      if counter is not None:
+        counter.add(len(idx), *step_counts(len(idx), cfg))
+      epoch_losses.append(metrics["loss"])
+      bar.update(1)
+    history.append(float(np.mean(jax.device_get(epoch_losses))))
+    bar.set_postfix(loss=f"{history[-1]:.4f}")
+  bar.close()
+  return state, history
