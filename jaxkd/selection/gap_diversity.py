@@ -1,0 +1,304 @@
+"""Uncertainty + diversity selection from the lane-detection KD paper.
+
+Peng, Wang, Liu, Yang. Active Learning for Lane Detection: A Knowledge
+Distillation Approach. ICCV 2021.
+
+Three models predict on the pool: M_S, the student trained on the labelled
+set L alone (hard labels; `baseline_probs`), M_ST, the student distilled from
+the teacher (`student_probs`, the active loop's current student) and M_T,
+the teacher (`teacher_probs`).
+
+Uncertainty. The prediction gap D(a, b) is a distance between two models'
+probability vectors on a point: total variation 0.5 ||a - b||_1 by default,
+or Euclidean ("l2"), or KL(a || b) ("kl"). Our reading of the paper: D_SS
+is the gap between the two students, D_SS = D(M_S, M_ST), i.e. what the
+student learns from the teacher beyond L, and D_ST the gap between the
+distilled student and its teacher, D_ST = D(M_ST, M_T), i.e. what it has not
+learnt yet. The score
+
+  Uncr = (D_SS + D_ST) * max(D_ST / D_SS, D_SS / D_ST)
+
+is large when the gaps are large and unbalanced. Zero guard: the ratio is
+computed as (max(D_SS, D_ST) + eps) / (min(D_SS, D_ST) + eps), so two zero
+gaps give Uncr = 0 (and never NaN) and one zero gap gives a large but finite
+score; `eps` is a keyword (default 1e-6).
+
+Diversity. With N_k(q) the k nearest neighbours of q in the pool embedding
+(squared Euclidean, q itself excluded), the reverse neighbours (influence
+set) of p are RNN_k(p) = {q : p in N_k(q)} and
+
+  Div(p | V) = |RNN_k(p) - V|,
+
+with V the selected set. V starts as the already queried points (they are
+labelled, so influencing them adds nothing; from an empty L this is the
+paper's setting) and grows with every pick. Div is divided by k (the mean
+reverse-neighbour count) to put it on a fixed scale. Picking v removes v
+from the influence sets that contain it, which are exactly those of its own
+neighbours N_k(v), so the greedy update after each pick is a scatter of -1
+on k entries: O(k) per pick after an O(n^2 D) (blocked) kNN pass.
+
+Selection: b greedy steps, each taking the available, not yet picked point
+of largest Uncr + beta * Div / k (ties to the lowest index).
+
+Cost. The strategy needs M_T's predictions on the whole pool, so it suits a
+teacher that is cheap to run while labels are what costs (the paper's
+setting: human lane annotation). In jaxkd the active loop obtains them with
+`oracle.peek` once (the teacher is fixed) and reports them separately from
+paid queries as `unpaid_teacher_forwards`. It also trains M_S once on L.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkd.selection.registry import SelectionInputs, register_strategy
+from jaxkd.validation import (JaxkdError, check_features, check_k, check_rank,
+                              is_concrete)
+
+_DISTANCES = ("tv", "l2", "kl")
+
+
+# ---------------------------------------------------------- uncertainty ---
+
+
+def prediction_gap(a: jax.Array, b: jax.Array, distance: str = "tv",
+                   eps: float = 1e-12) -> jax.Array:
+  """Distance between two models' probability vectors, per point.
+
+  Args:
+    a, b: [..., C] probability vectors.
+    distance: "tv" (0.5 sum |a - b|), "l2" (||a - b||_2) or "kl"
+      (KL(a || b) = sum a log(a / b), b clipped below at `eps`).
+
+  Returns:
+    [...] non-negative gaps.
+  """
+  if distance not in _DISTANCES:
+    raise JaxkdError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+  a = jnp.asarray(a)
+  b = jnp.asarray(b)
+  if distance == "tv":
+    return 0.5 * jnp.sum(jnp.abs(a - b), axis=-1)
+  if distance == "l2":
+    return jnp.sqrt(jnp.sum(jnp.square(a - b), axis=-1))
+  safe_a = jnp.where(a > 0, a, 1.0)
+  kl = jnp.where(a > 0, a * (jnp.log(safe_a) - jnp.log(jnp.maximum(b, eps))),
+                 0.0)
+  return jnp.maximum(jnp.sum(kl, axis=-1), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("distance",))
+def _uncertainty(baseline, student, teacher, distance, eps):
+  d_ss = prediction_gap(baseline, student, distance)
+  d_st = prediction_gap(student, teacher, distance)
+  hi = jnp.maximum(d_ss, d_st)
+  lo = jnp.minimum(d_ss, d_st)
+  return (d_ss + d_st) * ((hi + eps) / (lo + eps))
+
+
+def uncertainty_score(baseline_probs: jax.Array, student_probs: jax.Array,
+                      teacher_probs: jax.Array, *, distance: str = "tv",
+                      eps: float = 1e-6) -> jax.Array:
+  """Uncr = (D_SS + D_ST) * max(D_ST / D_SS, D_SS / D_ST) per pool point.
+
+  Args:
+    baseline_probs: [n, C] M_S, the student trained on L alone.
+    student_probs: [n, C] M_ST, the student distilled from the teacher.
+    teacher_probs: [n, C] M_T, the teacher.
+    distance: prediction gap, see `prediction_gap`.
+    eps: > 0, added to both sides of the ratio (zero guard).
+
+  Returns:
+    [n] scores >= 0; 0 where both gaps are 0.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> s = jnp.array([[0.5, 0.5]]); t = jnp.array([[0.9, 0.1]])
+    >>> float(uncertainty_score(s, s, s)[0])
+    0.0
+    >>> round(float(uncertainty_score(t, s, t, eps=0.0)[0]), 6)
+    0.8
+  """
+  names = ("baseline_probs", "student_probs", "teacher_probs")
+  arrays = (baseline_probs, student_probs, teacher_probs)
+  for name, x in zip(names, arrays):
+    check_features(name, x, 2)
+  if len({tuple(np.shape(x)) for x in arrays}) != 1:
+    raise JaxkdError("baseline_probs, student_probs and teacher_probs must "
+                     f"have one shape, got {[tuple(np.shape(x)) for x in arrays]}.")
+  if distance not in _DISTANCES:
+    raise JaxkdError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+  if not eps > 0:
+    raise JaxkdError(f"eps must be > 0, got {eps}.")
+  return _uncertainty(*(jnp.asarray(x) for x in arrays), distance, eps)
+
+
+# ------------------------------------------------------------- diversity ---
+
+
+@functools.partial(jax.jit, static_argnames=("k", "block"))
+def _knn(emb, k, block=512):
+  """[n, k] indices of each point's k nearest others (squared Euclidean)."""
+  n = emb.shape[0]
+  block = min(block, n)
+  nb = -(-n // block)
+  sq = jnp.sum(emb * emb, axis=1)
+  pad = jnp.pad(emb, ((0, nb * block - n), (0, 0)))
+  cols = jnp.arange(n)
+
+  def one(start):
+    rows = jax.lax.dynamic_slice_in_dim(pad, start, block)
+    d = jnp.sum(rows * rows, 1)[:, None] + sq[None, :] - 2.0 * rows @ emb.T
+    self_mask = (start + jnp.arange(block))[:, None] == cols[None, :]
+    d = jnp.where(self_mask, jnp.inf, d)
+    return jax.lax.top_k(-d, k)[1]
+
+  out = jax.lax.map(one, jnp.arange(nb) * block)
+  return out.reshape(nb * block, k)[:n].astype(jnp.int32)
+
+
+def _check_neighbors(num_neighbors, n):
+  if (isinstance(num_neighbors, bool)
+      or not isinstance(num_neighbors, (int, np.integer))):
+    raise JaxkdError(f"num_neighbors must be an int, got {num_neighbors!r}.")
+  if not 1 <= num_neighbors <= n - 1:
+    raise JaxkdError(
+        f"num_neighbors must be in [1, {n - 1}] for {n} pool points, got "
+        f"{num_neighbors}.")
+  return int(num_neighbors)
+
+
+def knn_indices(embeddings: jax.Array, num_neighbors: int) -> jax.Array:
+  """k nearest neighbours of every pool point, itself excluded.
+
+  embeddings: [n, D]. Returns int32 [n, num_neighbors], nearest first.
+  """
+  check_features("embeddings", embeddings, 2)
+  k = _check_neighbors(num_neighbors, np.shape(embeddings)[0])
+  return _knn(jnp.asarray(embeddings), k)
+
+
+@jax.jit
+def _rnn_counts(knn, excluded):
+  n = knn.shape[0]
+  w = jnp.broadcast_to((~excluded)[:, None], knn.shape).astype(jnp.int32)
+  return jnp.zeros((n,), jnp.int32).at[knn].add(w)
+
+
+def reverse_knn_counts(embeddings: jax.Array, num_neighbors: int,
+                       excluded: jax.Array | None = None) -> jax.Array:
+  """|RNN_k(p) - V| for every pool point p.
+
+  Args:
+    embeddings: [n, D] pool embedding.
+    num_neighbors: k.
+    excluded: optional [n] bool, the set V (default empty).
+
+  Returns:
+    int32 [n]: the number of points q not in V with p among q's k nearest
+    neighbours.
+  """
+  knn = knn_indices(embeddings, num_neighbors)
+  n = knn.shape[0]
+  if excluded is None:
+    excluded = jnp.zeros((n,), bool)
+  check_rank("excluded", excluded, 1)
+  if np.shape(excluded)[0] != n:
+    raise JaxkdError(f"excluded has {np.shape(excluded)[0]} entries, "
+                     f"embeddings {n} rows.")
+  return _rnn_counts(knn, jnp.asarray(excluded, bool))
+
+
+# ------------------------------------------------------------- selection ---
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_neighbors"))
+def _greedy(uncr, emb, available, selected, k, num_neighbors, beta):
+  knn = _knn(emb, num_neighbors)
+  div = _rnn_counts(knn, selected)
+  dtype = uncr.dtype
+
+  def body(t, carry):
+    div, in_v, picked, picks = carry
+    score = uncr + beta * div.astype(dtype) / num_neighbors
+    score = jnp.where(available & ~picked, score, -jnp.inf)
+    i = jnp.argmax(score).astype(jnp.int32)
+    dec = jnp.where(in_v[i], 0, 1)
+    div = div.at[knn[i]].add(-dec)
+    return div, in_v.at[i].set(True), picked.at[i].set(True), picks.at[t].set(i)
+
+  n = uncr.shape[0]
+  init = (div, selected, jnp.zeros((n,), bool), jnp.zeros((k,), jnp.int32))
+  return jax.lax.fori_loop(0, k, body, init)[3]
+
+
+def gap_diversity_select(uncertainty: jax.Array, embeddings: jax.Array,
+                         available: jax.Array, k: int, *,
+                         num_neighbors: int = 10, beta: float = 1.0,
+                         selected: jax.Array | None = None) -> jax.Array:
+  """Greedy b = k picks maximising Uncr + beta * |RNN(p) - V| / num_neighbors.
+
+  Args:
+    uncertainty: [n] Uncr scores (see `uncertainty_score`).
+    embeddings: [n, D] pool embedding for the reverse kNN.
+    available: [n] bool, points that may be picked.
+    k: number of points to pick.
+    num_neighbors: k of the kNN graph (1 <= num_neighbors < n).
+    beta: >= 0 weight of the diversity term.
+    selected: optional [n] bool, the initial V (default: ~available, the
+      already queried points).
+
+  Returns:
+    int32 [k] distinct available indices in pick order.
+
+  Raises:
+    JaxkdError: on NaN, wrong ranks or shapes, k outside [1, available].
+  """
+  check_features("uncertainty", uncertainty, 1)
+  check_features("embeddings", embeddings, 2)
+  check_rank("available", available, 1)
+  n = np.shape(uncertainty)[0]
+  if np.shape(embeddings)[0] != n or np.shape(available)[0] != n:
+    raise JaxkdError(
+        f"uncertainty ({n}), embeddings ({np.shape(embeddings)[0]}) and "
+        f"available ({np.shape(available)[0]}) must have the same length.")
+  n_avail = int(np.sum(np.asarray(available, bool))) if is_concrete(available) else n
+  k = check_k(k, n_avail, "unqueried pool points")
+  num_neighbors = _check_neighbors(num_neighbors, n)
+  beta = float(beta)
+  if not (beta >= 0 and np.isfinite(beta)):
+    raise JaxkdError(f"beta must be >= 0, got {beta}.")
+  available = jnp.asarray(available, bool)
+  selected = ~available if selected is None else jnp.asarray(selected, bool)
+  if selected.shape != available.shape:
+    raise JaxkdError(f"selected has shape {selected.shape}, expected ({n},).")
+  uncertainty = jnp.asarray(uncertainty)
+  return _greedy(uncertainty, jnp.asarray(embeddings, uncertainty.dtype),
+                 available, selected, k, num_neighbors, beta)
+
+
+# --------------------------------------------------------- registry glue ---
+
+
+def _gap_diversity_strategy(key, inputs: SelectionInputs, k: int, *,
+                            num_neighbors: int = 10, beta: float = 1.0,
+                            distance: str = "tv", eps: float = 1e-6):
+  del key  # deterministic
+  for field in ("probs", "teacher_probs", "baseline_probs", "embeddings"):
+    if getattr(inputs, field) is None:
+      raise JaxkdError(f"gap_diversity needs inputs.{field}.")
+  uncr = uncertainty_score(inputs.baseline_probs, inputs.probs,
+                           inputs.teacher_probs, distance=distance, eps=eps)
+  return gap_diversity_select(uncr, inputs.embeddings, inputs.available, k,
+                              num_neighbors=num_neighbors, beta=beta)
+
+
+register_strategy(
+    "gap_diversity", _gap_diversity_strategy,
+    needs=("probs", "teacher_probs", "baseline_probs", "embeddings"),
+    description="student/teacher prediction-gap uncertainty + reverse-kNN "
+                "diversity, greedy (needs unpaid teacher forwards on the pool)")
