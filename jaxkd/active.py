@@ -54,15 +54,16 @@ class LoopSettings:
 def _fit_from_scratch(model, input_shape, settings: LoopSettings, images,
                       targets, labels, seed, mesh, loss, state=None,
                       progress=False, desc="student"):
-  steps = settings.train_steps
-  epochs = max(1, -(-steps * settings.batch_size // max(len(images), 1)))
+  """`settings.train_steps` steps on the given data, from a fresh init (or
+  from `state` when fine-tuning). The optimizer and loss are cached objects,
+  so every round reuses one compiled step."""
   tx = train.make_optimizer(settings.optimizer, settings.learning_rate,
-                            schedule="cosine", total_steps=epochs *
-                            -(-len(images) // settings.batch_size))
+                            schedule="cosine", total_steps=settings.train_steps)
   if state is None:
     state = train.create_train_state(model, jax.random.key(seed), input_shape, tx)
   loss_fn = train.make_loss_fn(loss, temperature=settings.temperature)
-  state, _ = train.fit(model, state, images, targets, labels, epochs=epochs,
+  state, _ = train.fit(model, state, images, targets, labels,
+                       steps=settings.train_steps,
                        batch_size=settings.batch_size, seed=seed,
                        loss_fn=loss_fn, mesh=mesh, progress=progress, desc=desc)
   return state
@@ -160,7 +161,8 @@ def _resume(ckpt: Checkpointer, student, input_shape, settings, oracle,
   """Restores (state, records, first round to run) from the last checkpoint."""
   template = train.create_train_state(
       student, jax.random.key(settings.seed), input_shape,
-      train.make_optimizer(settings.optimizer, settings.learning_rate))
+      train.make_optimizer(settings.optimizer, settings.learning_rate,
+                           schedule="cosine", total_steps=settings.train_steps))
   if ckpt.latest_step() is None:
     return None, [], 0
   state, meta = ckpt.restore(template)

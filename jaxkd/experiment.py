@@ -21,7 +21,6 @@ from typing import Any, Dict, List
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 
 from jaxkd import active, data, parallel, plotting, train
 from jaxkd.checkpoint import Checkpointer
@@ -32,7 +31,6 @@ from jaxkd.teacher import TeacherOracle, flax_teacher_fn
 
 def _log(msg: str) -> None:
   print(msg, flush=True)
-  logging.info(msg)
 
 
 def load_pools(config: ml_collections.ConfigDict):

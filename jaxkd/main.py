@@ -7,7 +7,7 @@ With no flags it runs the default digits job (jaxkd/configs/default.py) in
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT = os.path.join(os.path.dirname(__file__), "configs", "default.py")
@@ -20,6 +20,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
   import jax
   if FLAGS.multihost:
     jax.distributed.initialize()

@@ -46,11 +46,16 @@ class TrainState(train_state.TrainState):
 # ------------------------------------------------------------- optimizers ---
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
                    momentum: float = 0.9, weight_decay: float = 0.0,
                    schedule: str = "cosine", total_steps: int = 1000,
                    warmup_steps: int = 0) -> optax.GradientTransformation:
-  """SGD-momentum or Adam(W) with a constant, cosine or step schedule."""
+  """SGD-momentum or Adam(W) with a constant, cosine or step schedule.
+
+  Cached: equal arguments return the same transformation object, so jitted
+  steps that close over it are compiled once, not once per call.
+  """
   if schedule == "constant":
     lr = optax.constant_schedule(learning_rate)
   elif schedule == "cosine":
@@ -83,13 +88,14 @@ def create_train_state(model: nn.Module, key: jax.Array, input_shape,
 # ------------------------------------------------------------------ loss ---
 
 
+@functools.lru_cache(maxsize=64)
 def make_loss_fn(kind: str = "kd", *, temperature: float = 4.0,
                  kd_weight: float = 0.9, ce_weight: float = 0.1) -> LossFn:
   """Returns loss(logits, targets [B,C] teacher probs, labels [B], mask [B]).
 
   kind: "kd" (Hinton KD at `temperature`), "soft_ce" (cross-entropy with the
   teacher's probabilities), "hard_ce" (cross-entropy with `labels`), or "mix"
-  (ce_weight CE(labels) + kd_weight KD).
+  (ce_weight CE(labels) + kd_weight KD). Cached like `make_optimizer`.
   """
   if kind == "kd":
     return lambda lo, t, y, m: losses.kd_loss_from_probs(lo, t, temperature, m)
@@ -213,14 +219,16 @@ def accuracy(model: nn.Module, variables, images, labels, **kw) -> float:
 
 def fit(model: nn.Module, state: TrainState, images: np.ndarray,
         targets: np.ndarray, labels: Optional[np.ndarray] = None, *,
-        epochs: int, batch_size: int, seed: int, loss_fn: LossFn,
+        batch_size: int, seed: int, loss_fn: LossFn,
+        epochs: Optional[int] = None, steps: Optional[int] = None,
         mesh: Optional[Mesh] = None, desc: str = "train",
         progress: bool = True):
-  """Trains `state` for `epochs` passes over (images, targets, labels).
+  """Trains `state` on (images, targets, labels) for `epochs` or `steps`.
 
-  Shuffles with a seeded NumPy RNG each epoch; the last partial batch is
-  padded and masked, not dropped. Returns (state, history) where history
-  lists the mean loss per epoch.
+  Shuffles with a seeded NumPy RNG each epoch. Every batch has exactly
+  `batch_size` rows: the last partial batch of an epoch is zero-padded and
+  masked, not dropped, so the step compiles once. Returns (state, history)
+  where history lists the mean loss per epoch.
   """
   check_rank("images", images, 4)
   check_finite("images", images)
@@ -232,34 +240,50 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
   if labels is None:
     labels = np.argmax(targets, -1)
   labels = np.asarray(labels, np.int32)
-  if labels.shape != (n,):
-    raise JaxkdError(f"labels must have shape ({n},) to match the images, got "
-                     f"{labels.shape}.")
+  if len(labels) != n:
+    raise JaxkdError(f"{n} images but {len(labels)} labels.")
   if n == 0:
     raise JaxkdError("fit needs at least one training example.")
+  if (epochs is None) == (steps is None):
+    raise JaxkdError("fit needs exactly one of epochs or steps.")
   mesh = mesh or parallel.make_mesh()
+  k = parallel.num_shards(mesh)
+  batch_size = -(-batch_size // k) * k
+  steps_per_epoch = -(-n // batch_size)
+  total = steps if steps is not None else epochs * steps_per_epoch
   state = parallel.replicate(mesh, state)
   rng = np.random.default_rng(seed)
-  history = []
-  steps_per_epoch = -(-n // batch_size)
-  bar = _progress(epochs * steps_per_epoch, desc, progress)
-  for _ in range(epochs):
-    order = rng.permutation(n)
-    epoch_losses = []
-    for s in range(steps_per_epoch):
-      idx = order[s * batch_size:(s + 1) * batch_size]
-      state, metrics = sharded_train_step(
-          state, images[idx], targets[idx], labels[idx], model=model,
-          loss_fn=loss_fn, mesh=mesh)
-      epoch_losses.append(metrics["loss"])
-      bar.update(1)
-    history.append(float(np.mean(jax.device_get(epoch_losses))))
-    bar.set_postfix(loss=f"{history[-1]:.4f}")
+  history, epoch_losses = [], []
+  bar = _progress(total, desc, progress)
+  images = np.asarray(images, np.float32)
+  targets = np.asarray(targets, np.float32)
+  for t in range(total):
+    s = t % steps_per_epoch
+    if s == 0:
+      order = rng.permutation(n)
+    idx = order[s * batch_size:(s + 1) * batch_size]
+    xb, tb, yb = (_pad_rows(a[idx], batch_size) for a in (images, targets, labels))
+    mask = np.arange(batch_size) < len(idx)
+    batch = Batch(*(jax.device_put(a, parallel.data_sharding(mesh))
+                    for a in (xb, tb, yb, mask.astype(np.float32))))
+    state, metrics = _jitted_train_step(model, loss_fn, mesh)(state, batch)
+    epoch_losses.append(metrics["loss"])
+    bar.update(1)
+    if s == steps_per_epoch - 1 or t == total - 1:
+      history.append(float(np.mean(jax.device_get(epoch_losses))))
+      epoch_losses = []
+      bar.set_postfix(loss=f"{history[-1]:.4f}")
   bar.close()
   return state, history
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+  if len(a) == rows:
+    return a
+  return np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
 def _progress(total: int, desc: str, enabled: bool):
   from tqdm.auto import tqdm
   return tqdm(total=total, desc=desc, disable=not enabled, leave=False,
-              dynamic_ncols=True)
+              dynamic_ncols=True, mininterval=0.5)
