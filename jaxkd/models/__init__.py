@@ -40,6 +40,8 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
 
 
 def model_names() -> list[str]:
+  """Names of all registered models (optional families included)."""
+  _load_optional()
   return sorted(_REGISTRY)
 
 
