@@ -54,13 +54,16 @@ class LoopSettings:
 def _fit_from_scratch(model, input_shape, settings: LoopSettings, images,
                       targets, labels, seed, mesh, loss, state=None,
                       progress=False, desc="student"):
-  """`settings.train_steps` steps on the given data, from a fresh init (or
-  from `state` when fine-tuning). The optimizer and loss are cached objects,
-  so every round reuses one compiled step."""
+  """`settings.train_steps` steps on the given data, from the run's fixed
+  initialisation (key `settings.seed`; `seed` only shuffles), or from `state`
+  when fine-tuning. Every round starting from the same init keeps the curve
+  about the data, not about init luck. The optimizer and loss are cached
+  objects, so every round reuses one compiled step."""
   tx = train.make_optimizer(settings.optimizer, settings.learning_rate,
                             schedule="cosine", total_steps=settings.train_steps)
   if state is None:
-    state = train.create_train_state(model, jax.random.key(seed), input_shape, tx)
+    state = train.create_train_state(model, jax.random.key(settings.seed),
+                                     input_shape, tx)
   loss_fn = train.make_loss_fn(loss, temperature=settings.temperature)
   state, _ = train.fit(model, state, images, targets, labels,
                        steps=settings.train_steps,
