@@ -116,8 +116,8 @@ def test_edge_cases():
 
 DRAWS = 20000
 # Budget 3 throughout; p is an argument, so this compiles once.
-_sample_batch = jax.jit(jax.vmap(lambda key, p: rad.systematic_sample(key, p, 3),
-                                 in_axes=(0, None)))
+_sample_batch = jax.jit(jax.vmap(
+    lambda key, p: rad.systematic_sample(key, p, 3), in_axes=(0, None)))
 
 
 def _sample_many(p, draws, seed=0):
@@ -199,13 +199,18 @@ def test_bad_inputs():
       lambda: rad.rad_probabilities(g[None], 1, 0),
       lambda: rad.rad_probabilities(g, 0, 0),
       lambda: rad.rad_probabilities(g, 4, 0),
-      lambda: rad.rad_probabilities(g, 2, 0, available=np.array([1, 0, 0], bool)),
+      lambda: rad.rad_probabilities(g, 2, 0,
+                                    available=np.array([1, 0, 0], bool)),
       lambda: rad.rad_probabilities(g, 1, -1),
       lambda: rad.rad_probabilities(g, 1, 0, available=np.ones(4, bool)),
       lambda: rad.rad_select(key, g, 1),
       lambda: rad.rad_select(key, g, 1, 1, mistake_rate=0.1),
       lambda: rad.rad_select(key, g, 1, mistake_rate=1.5),
       lambda: rad.rad_gains(np.ones((3, 2)) / 2, gain="nope"),
+      lambda: rad.rad_gains(np.full((3, 2), np.nan), gain="margin"),
+      lambda: rad.systematic_sample(key, np.array([0.5, 0.5, 0.5]), 1),
+      lambda: rad.systematic_sample(key, np.array([1.5, 0.5, 0.0]), 2),
+      lambda: rad.systematic_sample(key, np.array([[0.5, 0.5]]), 1),
   ]
   for fn in bad:
     with pytest.raises(JaxkdError):

@@ -120,16 +120,17 @@ def uncertainty_score(baseline_probs: jax.Array, student_probs: jax.Array,
     >>> s = jnp.array([[0.5, 0.5]]); t = jnp.array([[0.9, 0.1]])
     >>> float(uncertainty_score(s, s, s)[0])
     0.0
-    >>> round(float(uncertainty_score(t, s, t, eps=0.0)[0]), 6)
+    >>> round(float(uncertainty_score(t, s, t)[0]), 6)
     0.8
   """
   names = ("baseline_probs", "student_probs", "teacher_probs")
   arrays = (baseline_probs, student_probs, teacher_probs)
   for name, x in zip(names, arrays):
     check_features(name, x, 2)
-  if len({tuple(np.shape(x)) for x in arrays}) != 1:
+  shapes = [tuple(np.shape(x)) for x in arrays]
+  if len(set(shapes)) != 1:
     raise JaxkdError("baseline_probs, student_probs and teacher_probs must "
-                     f"have one shape, got {[tuple(np.shape(x)) for x in arrays]}.")
+                     f"have one shape, got {shapes}.")
   if distance not in _DISTANCES:
     raise JaxkdError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
   if not eps > 0:
@@ -266,7 +267,8 @@ def gap_diversity_select(uncertainty: jax.Array, embeddings: jax.Array,
     raise JaxkdError(
         f"uncertainty ({n}), embeddings ({np.shape(embeddings)[0]}) and "
         f"available ({np.shape(available)[0]}) must have the same length.")
-  n_avail = int(np.sum(np.asarray(available, bool))) if is_concrete(available) else n
+  n_avail = (int(np.sum(np.asarray(available, bool)))
+             if is_concrete(available) else n)
   k = check_k(k, n_avail, "unqueried pool points")
   num_neighbors = _check_neighbors(num_neighbors, n)
   beta = float(beta)

@@ -110,8 +110,8 @@ import numpy as np
 
 from jaxkd.selection.baselines import entropy, margin_uncertainty
 from jaxkd.selection.registry import SelectionInputs, register_strategy
-from jaxkd.validation import (JaxkdError, check_features, check_finite,
-                              check_k, check_rank, is_concrete)
+from jaxkd.validation import (JaxkdError, check_features, check_k,
+                              check_rank, is_concrete)
 
 _GAINS = ("margin", "entropy")
 
@@ -306,8 +306,6 @@ def rad_probabilities(gains: jax.Array, budget: int, num_mistakes: int, *,
   gains, available, n_avail = _check_gains(gains, available)
   budget = check_k(budget, n_avail, "available points")
   m = _check_mistakes(num_mistakes, None, budget)
-  if not jnp.issubdtype(gains.dtype, jnp.floating):
-    gains = gains.astype(jnp.float32)
   return _rad_probabilities(gains, available, budget, m)
 
 
@@ -379,8 +377,6 @@ def rad_select(key: jax.Array, gains: jax.Array, budget: int,
   gains, available, n_avail = _check_gains(gains, available)
   budget = check_k(budget, n_avail, "available points")
   m = _check_mistakes(num_mistakes, mistake_rate, budget)
-  if not jnp.issubdtype(gains.dtype, jnp.floating):
-    gains = gains.astype(jnp.float32)
   p = _rad_probabilities(gains, available, budget, m)
   return _systematic_sample(key, p, budget)
 
