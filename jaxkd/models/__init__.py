@@ -59,7 +59,8 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 def init_model(model: nn.Module, key: jax.Array, input_shape) -> Dict[str, Any]:
   """Initialises variables for inputs of shape [H, W, C] (batch added)."""
   x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-  variables = model.init(key, x, train=False)
+  # One compiled init instead of hundreds of op-by-op dispatches.
+  variables = jax.jit(lambda k, v: model.init(k, v, train=False))(key, x)
   return dict(variables)
 
 
