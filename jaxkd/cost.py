@@ -88,14 +88,14 @@ def model_cost(model: nn.Module, variables: Dict[str, Any],
   params = variables["params"]
   rest = {k: v for k, v in variables.items() if k != "params"}
 
-  def forward(params, x):
+  def forward(params, rest, x):
     return apply_model(model, dict(rest, params=params), x)[0]
 
-  def loss(params, x):
-    return jnp.sum(forward(params, x))
+  def loss(params, rest, x):
+    return jnp.sum(forward(params, rest, x))
 
-  fwd = compiled_flops(forward, params, x)
-  both = compiled_flops(jax.value_and_grad(loss), params, x)
+  fwd = compiled_flops(forward, params, rest, x)
+  both = compiled_flops(jax.value_and_grad(loss), params, rest, x)
   return ModelCost(forward=fwd / batch_size,
                    backward=max(both - fwd, 0.0) / batch_size)
 

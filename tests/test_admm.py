@@ -193,7 +193,8 @@ def test_strategy_uses_available_rows_only():
     p = probs[rows].astype(np.float64)
     ent = -np.sum(p * np.log(p), -1)
     want = rows[np.asarray(admm_select(src[rows], 5, max_iter=50,
-                                       normalize=True, entropy=ent))]
+                                       normalize=True, adaptive=True,
+                                       entropy=ent))]
     np.testing.assert_array_equal(got, want)
   with pytest.raises(JaxkdError):
     strat.fn(jax.random.key(0), inputs, int(available.sum()) + 1)

@@ -263,10 +263,9 @@ def _compiled_solver(mesh: Optional[Mesh], normalize: bool, adaptive: bool):
       out_specs=out_specs))
 
 
-def _compute_dtype(dtype, x):
+def _compute_dtype(dtype):
   if dtype is not None:
     return jnp.dtype(dtype)
-  del x
   return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
@@ -309,8 +308,11 @@ def admm_solve(features: Any, *, alpha: float = 1e-6, theta: float = 1e-5,
       (see "Conditioning" in the module docstring); `state.scale` records it
       and the returned Q solves the problem for `features / state.scale`.
     adaptive: residual balancing of theta (Boyd Sec. 3.4.1, mu = 10,
-      tau = 2). Same optimum, usually fewer iterations; with False (default)
-      the iterates are exactly the paper's.
+      tau = 2) on the relative residuals (primal / max(||Q||, ||Q_hat||) vs
+      dual / ||lam||). Same optimum; with `normalize=True` it typically
+      needs 5-10x fewer iterations, without normalization it can need more.
+      With False (default) the iterates are exactly the paper's. Only the
+      r x r coefficients c, R depend on theta, so changing it is free.
     mesh: run sharded over the rows on this ("data",) mesh (rows are
       zero-padded to a multiple of the device count; zero rows do not change
       the other rows' iterates and are dropped from the result).
@@ -344,7 +346,7 @@ def admm_solve(features: Any, *, alpha: float = 1e-6, theta: float = 1e-5,
     raise JaxkdError(f"max_iter must be an int, got {max_iter!r}.")
   if max_iter < 0:
     raise JaxkdError(f"max_iter must be >= 0, got {max_iter}.")
-  dt = _compute_dtype(dtype, features)
+  dt = _compute_dtype(dtype)
   if not jnp.issubdtype(dt, jnp.floating):
     raise JaxkdError(f"dtype must be floating, got {dt}.")
   scalars = [jnp.asarray(v, dt) for v in (alpha, theta)]
@@ -489,7 +491,7 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int, *,
                   alpha: float = 1e-6, theta: float = 1e-5,
                   max_iter: int = 500, tol: float = 1e-4,
                   beta: float = 0.5, features: str = "embeddings",
-                  normalize: bool = True, adaptive: bool = False,
+                  normalize: bool = True, adaptive: bool = True,
                   use_entropy: bool = True) -> jax.Array:
   """Active-loop strategy `admm`: reconstruction selection on unqueried points.
 
@@ -499,6 +501,13 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int, *,
   (paper Eq. 20, weight `beta`; `use_entropy=False` or beta = 1 for the pure
   reconstruction score), and maps the picks back to pool indices.
   `key` is unused (the selection is deterministic).
+
+  Defaults differ from `admm_select` for robustness on learned features:
+  `normalize=True` (float32-safe, see the module docstring) and
+  `adaptive=True` (on normalized ReLU-like features of sizes 500 x 84 to
+  2000 x 64 it met tol = 1e-4 in 74-207 iterations with the top-10% rows
+  equal (>= 99.5%) to a 5000-iteration fixed-theta run, where fixed theta
+  had 79-93% overlap after 1000 iterations).
 
   Returns:
     int32 [k] distinct pool indices with `inputs.available` True.
