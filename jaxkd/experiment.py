@@ -29,6 +29,19 @@ from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
 
 
+# Active Mixup (Wang et al., CVPR 2020) runs as a strategy of this job too:
+# its queries are synthetic images x_ij(lam) of the initial set L (the n
+# real images), so it uses `active.run_mixup_loop` and never touches U.
+MIXUP_STRATEGIES = {"active_mixup": "active", "random_mixup": "random"}
+
+
+def check_strategy_name(name: str) -> None:
+  """Raises JaxkdError for a name that is neither registered nor a mixup
+  strategy (the message lists the known names)."""
+  if name not in MIXUP_STRATEGIES:
+    get_strategy(name)
+
+
 def _log(msg: str) -> None:
   print(msg, flush=True)
 
@@ -91,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   for name in config.strategies:  # fail fast on a typo, before any training.
-    get_strategy(name)
+    check_strategy_name(name)
   mesh = parallel.make_mesh()
   _log(f"jaxkd: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
        f"workdir {workdir}")
@@ -113,18 +126,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   for name in config.strategies:
     for seed in config.seeds:
       run_dir = os.path.join(workdir, name, f"seed{seed}")
-      oracle = TeacherOracle(teacher_fn, oracle_pool, budget=budget,
+      mixup = name in MIXUP_STRATEGIES
+      oracle = TeacherOracle(teacher_fn,
+                             pools.initial_images if mixup else oracle_pool,
+                             budget=budget,
                              ledger_path=os.path.join(run_dir, "ledger.sqlite"),
                              hard_labels=config.hard_labels)
       try:
-        records = active.run_active_loop(
-            strategy=name, student=student, oracle=oracle,
-            initial_indices=initial, candidate_indices=candidates,
-            test_images=pools.test_images, test_labels=pools.test_labels,
-            teacher_accuracy=teacher_acc,
-            settings=loop_settings(config, seed, name), workdir=run_dir,
-            initial_labels=pools.initial_labels, mesh=mesh,
-            progress=config.progress, log=_log)
+        if mixup:
+          records = active.run_mixup_loop(
+              selection=MIXUP_STRATEGIES[name], student=student, oracle=oracle,
+              test_images=pools.test_images, test_labels=pools.test_labels,
+              teacher_accuracy=teacher_acc,
+              settings=loop_settings(config, seed, name), workdir=run_dir,
+              mesh=mesh, progress=config.progress, log=_log)
+          for rec in records:
+            rec["strategy"] = name
+        else:
+          records = active.run_active_loop(
+              strategy=name, student=student, oracle=oracle,
+              initial_indices=initial, candidate_indices=candidates,
+              test_images=pools.test_images, test_labels=pools.test_labels,
+              teacher_accuracy=teacher_acc,
+              settings=loop_settings(config, seed, name), workdir=run_dir,
+              initial_labels=pools.initial_labels, mesh=mesh,
+              progress=config.progress, log=_log)
       finally:
         oracle.close()
       results.setdefault(name, []).append(records)

@@ -1,7 +1,7 @@
 """Entry point: `python -m jaxkd.main [--config=FILE.py[:arg]] [--workdir=DIR]`.
 
 With no flags it runs the default digits job (jaxkd/configs/default.py) in
-./runs/digits. On several hosts, call with `--multihost` so that
+./runs/digits; `--strategy=admm,random` picks the strategies to compare. On several hosts, call with `--multihost` so that
 `jax.distributed.initialize()` runs before JAX touches a device.
 """
 
@@ -14,6 +14,10 @@ _DEFAULT = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 config_flags.DEFINE_config_file("config", _DEFAULT, "Experiment config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", "runs/digits", "Run directory (resumable).")
+flags.DEFINE_list("strategy", None,
+                  "Strategies to compare, overriding config.strategies, e.g. "
+                  "--strategy=random,admm (any registered name, or "
+                  "active_mixup / random_mixup).")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize().")
 FLAGS = flags.FLAGS
 
@@ -26,7 +30,11 @@ def main(argv):
   if FLAGS.multihost:
     jax.distributed.initialize()
   from jaxkd import experiment
-  experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  config = FLAGS.config
+  if FLAGS.strategy:
+    config = config.copy_and_resolve_references()
+    config.strategies = tuple(FLAGS.strategy)
+  experiment.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,112 @@ def test_budget_and_names_are_checked(tmp_path):
     active.run_active_loop(strategy="nope", **kw)
   assert oracle.spent == 0
   oracle.close()
+
+
+# ------------------------------------------------- Active Mixup, Algorithm 1
+
+
+class HashingTeacher:
+  """Linear teacher that counts how often it sees each exact image."""
+
+  def __init__(self):
+    self.w = np.random.default_rng(0).normal(size=(64, 4)) * 3
+    self.seen = collections.Counter()
+
+  def __call__(self, images):
+    flat = np.asarray(images, np.float32).reshape(len(images), -1)
+    for row in flat:
+      self.seen[row.tobytes()] += 1
+    return flat @ self.w
+
+
+def _run_mixup(real, teacher, run_dir, selection="active"):
+  settings = active.LoopSettings(rounds=2, per_round=4, train_steps=4,
+                                 batch_size=8)
+  oracle = TeacherOracle(teacher, real, budget=len(real) + 8,
+                         ledger_path=run_dir + "/ledger.sqlite")
+  test_x = real[:4]
+  try:
+    recs = active.run_mixup_loop(
+        selection=selection, student=get_model("mlp", 4, hidden=(16,)),
+        oracle=oracle, test_images=test_x, test_labels=np.zeros(4, np.int32),
+        teacher_accuracy=1.0, settings=settings, workdir=run_dir,
+        progress=False, log=lambda m: None)
+    rows = oracle.entries()
+  finally:
+    oracle.close()
+  return recs, rows
+
+
+@pytest.mark.parametrize("selection", ["active", "random"])
+def test_mixup_loop_pays_real_images_then_distinct_pairs(tmp_path, selection):
+  real = np.random.default_rng(2).random((8, 8, 8, 1)).astype(np.float32)
+  teacher = HashingTeacher()
+  recs, rows = _run_mixup(real, teacher, str(tmp_path / selection), selection)
+  assert [r["queries"] for r in recs] == [8, 12, 16]
+  assert [r["round"] for r in rows] == [0] * 8 + [1] * 4 + [2] * 4
+  assert sorted(r["pool_index"] for r in rows[:8]) == list(range(8))
+  pairs = [(r["i"], r["j"]) for r in rows[8:]]
+  assert all(0 <= i < j < 8 for i, j in pairs)
+  assert len(set(pairs)) == 8, "a pair was queried twice"
+  grid = np.round(np.arange(0.3, 0.7001, 0.04), 6)
+  assert all(np.isclose(grid, r["lam"]).any() for r in rows[8:])
+  assert max(teacher.seen.values()) == 1
+  # The ledger's answers are the teacher's answers on x_ij(lam).
+  for r in rows[8:]:
+    x = r["lam"] * real[r["i"]] + (1 - r["lam"]) * real[r["j"]]
+    logits = x.reshape(-1) @ teacher.w
+    p = np.exp(logits - logits.max())
+    np.testing.assert_allclose(r["probs"], p / p.sum(), rtol=1e-4, atol=1e-6)
+
+
+def test_mixup_loop_resumes_without_paying_twice(tmp_path, monkeypatch):
+  real = np.random.default_rng(3).random((8, 8, 8, 1)).astype(np.float32)
+  _, ref_rows = _run_mixup(real, HashingTeacher(), str(tmp_path / "ref"))
+
+  real_save = Checkpointer.save
+
+  def crashing_save(self, step, state, meta):
+    if step == 1:  # round 1 paid for, killed before its checkpoint
+      raise KeyboardInterrupt("simulated kill")
+    return real_save(self, step, state, meta)
+
+  teacher = HashingTeacher()
+  monkeypatch.setattr(Checkpointer, "save", crashing_save)
+  with pytest.raises(KeyboardInterrupt):
+    _run_mixup(real, teacher, str(tmp_path / "crashed"))
+  monkeypatch.setattr(Checkpointer, "save", real_save)
+  recs, rows = _run_mixup(real, teacher, str(tmp_path / "crashed"))
+  assert max(teacher.seen.values()) == 1, "an image was sent to the teacher twice"
+  key = lambda rs: [(r["key"], r["round"]) for r in rs]
+  assert key(rows) == key(ref_rows)
+  assert [r["queries"] for r in recs] == [8, 12, 16]
+
+
+def test_experiment_runs_registered_and_mixup_strategies(tmp_path):
+  import json
+  import os
+
+  import ml_collections
+
+  from jaxkd import experiment
+  from jaxkd.configs import common
+  c = ml_collections.ConfigDict(dict(
+      dataset="digits", data_dir="",
+      split=dict(teacher_train=200, initial=20, pool=60, test=100, seed=0),
+      teacher=dict(model="mlp", epochs=2, batch_size=64, optimizer="adam",
+                   learning_rate=3e-3, seed=0),
+      student="mlp", strategies=("margin", "active_mixup"),
+      strategy_options={}, rounds=1, per_round=5, seeds=(0,),
+      hard_labels=False, loop=common.loop_config(train_steps=3),
+      progress=False))
+  out = experiment.train_and_evaluate(c, str(tmp_path))
+  assert set(out["strategies"]) == {"margin", "active_mixup"}
+  for runs in out["strategies"].values():
+    assert [r["queries"] for r in runs[0]] == [20, 25]
+  assert os.path.exists(tmp_path / "curve.png")
+  with open(tmp_path / "results.json") as f:
+    assert "active_mixup" in json.load(f)["table"]
+  c.strategies = ("nope",)
+  with pytest.raises(JaxkdError, match="Unknown strategy"):
+    experiment.train_and_evaluate(c, str(tmp_path / "bad"))
