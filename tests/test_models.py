@@ -335,3 +335,47 @@ def test_channel_shuffle_reference():
   got = np.asarray(cifar.channel_shuffle(jnp.asarray(x), 3))
   np.testing.assert_array_equal(got[0, 0, 0], [0, 2, 4, 1, 3, 5])
   np.testing.assert_array_equal(got[0, 0, 1], [6, 8, 10, 7, 9, 11])
+
+
+# ------------------------------------------- LeNet fast pooling and scan head
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 2), (2, 7, 9, 3), (1, 28, 28, 1)])
+def test_max_pool_2x2_matches_numpy(shape):
+  from jaxkd.models.lenet import max_pool_2x2
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  b, h, w, c = shape
+  want = np.full((b, h // 2, w // 2, c), -np.inf, np.float32)
+  for i in range(h // 2):
+    for j in range(w // 2):
+      want[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(1, 2))
+  np.testing.assert_array_equal(np.asarray(max_pool_2x2(x)), want)
+
+
+@pytest.mark.parametrize("hw,c,o,k", [(4, 3, 8, 5), (7, 2, 3, 3), (5, 1, 2, 5)])
+def test_unrolled_conv_matches_numpy_same_conv(hw, c, o, k):
+  from jaxkd.models.lenet import unrolled_conv
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, hw, hw, c)).astype(np.float32)
+  kern = rng.normal(size=(k, k, c, o)).astype(np.float32)
+  bias = rng.normal(size=(o,)).astype(np.float32)
+  p = (k - 1) // 2
+  xp = np.pad(x, ((0, 0), (p, k - 1 - p), (p, k - 1 - p), (0, 0)))
+  want = np.zeros((2, hw, hw, o))
+  for i in range(hw):
+    for j in range(hw):
+      want[:, i, j] = np.einsum("bhwc,hwco->bo", xp[:, i:i + k, j:j + k], kern)
+  np.testing.assert_allclose(np.asarray(unrolled_conv(x, kern, bias)),
+                             want + bias, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,shape", [("lenet5_half", (28, 28, 1)),
+                                        ("lenet5", (8, 8, 1))])
+def test_lenet_scan_head_equals_forward(name, shape):
+  model = get_model(name, 10)
+  v = init_model(model, jax.random.key(0), shape)
+  x = np.random.default_rng(2).random((5,) + shape).astype(np.float32)
+  h = model.apply(v, x, method=model.stem)
+  np.testing.assert_allclose(
+      np.asarray(model.apply(v, h, method=model.scan_head)),
+      np.asarray(model.apply(v, x)), rtol=1e-5, atol=1e-5)

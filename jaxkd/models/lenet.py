@@ -10,16 +10,72 @@ and 28x28 MNIST (flatten size 2*2*16 and 7*7*16 respectively).
 These models declare `has_linear_stem = True`: their first layer (`stem`) is
 affine and comes before any nonlinearity, so
 stem(lam x_i + (1 - lam) x_j) == lam stem(x_i) + (1 - lam) stem(x_j).
-Active Mixup uses this to compute the stem once per real image.
+Active Mixup uses this to compute the stem once per real image, and calls
+`scan_head` (an inference-only `head_from_stem` built for throughput, see
+`LeNet5.scan_head`) on the mixed stem outputs.
+
+Max pooling is written as the maximum of four strided slices
+(`max_pool_2x2`): the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`,
+and on CPU about 5x faster than XLA's reduce_window with few channels.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# Largest unrolled convolution matrix `scan_head` builds (entries; 16 MiB).
+_MAX_UNROLLED = 1 << 22
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pool, stride 2, VALID: [B, H, W, C] -> [B, H//2, W//2, C].
+
+  Equal to `nn.max_pool(x, (2, 2), strides=(2, 2))`, computed as the
+  elementwise maximum of the four strided slices, which XLA fuses with the
+  surrounding elementwise ops.
+  """
+  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+  return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
+                     jnp.maximum(x[:, 1:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]))
+
+
+@functools.lru_cache(maxsize=16)
+def _unrolled_conv_index(h: int, w: int, c: int, o: int, kh: int, kw: int
+                         ) -> np.ndarray:
+  """[h w c, h w o] indices into the flattened [kh, kw, c, o] kernel (the
+  value kh kw c o points at an appended zero) of a SAME, stride-1 conv."""
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2
+  y, x, ci, yo, xo, oo = np.ix_(np.arange(h), np.arange(w), np.arange(c),
+                                np.arange(h), np.arange(w), np.arange(o))
+  dy, dx = y - yo + ph, x - xo + pw
+  valid = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
+  flat = ((np.clip(dy, 0, kh - 1) * kw + np.clip(dx, 0, kw - 1)) * c + ci
+          ) * o + oo
+  return np.where(valid, flat, kh * kw * c * o).reshape(
+      h * w * c, h * w * o).astype(np.int32)
+
+
+def unrolled_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array
+                  ) -> jax.Array:
+  """SAME, stride-1 convolution as one dense matmul with its unrolled
+  (Toeplitz) matrix: [B, H, W, C] x [kh, kw, C, O] -> [B, H, W, O].
+
+  More FLOPs than the convolution (every output sees every input), but one
+  large matmul runs near the CPU's peak while XLA's convolution with a few
+  channels does not; worth it for small maps only.
+  """
+  b, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  idx = _unrolled_conv_index(h, w, c, o, kh, kw)
+  table = jnp.concatenate([kernel.reshape(-1), jnp.zeros((1,), kernel.dtype)])
+  y = x.reshape(b, h * w * c) @ table[idx]
+  return y.reshape(b, h, w, o) + bias
 
 
 def _outputs(logits, embedding, maps, return_features):
@@ -78,13 +134,40 @@ class LeNet5(nn.Module):
   def head_from_stem(self, h, train: bool = False, return_features=False):
     del train
     m1 = nn.relu(h)
-    h = nn.max_pool(m1, (2, 2), strides=(2, 2))
+    h = max_pool_2x2(m1)
     m2 = nn.relu(self.conv2(h))
-    h = nn.max_pool(m2, (2, 2), strides=(2, 2))
+    h = max_pool_2x2(m2)
     h = h.reshape((h.shape[0], -1))
     h = nn.relu(self.fc1(h))
     emb = nn.relu(self.fc2(h))
     return _outputs(self.head(emb), emb, (m1, m2), return_features)
+
+  def scan_head(self, h: jax.Array) -> jax.Array:
+    """Logits from stem outputs, for inference-only scans (Active Mixup).
+
+    The same function as `head_from_stem` (to float rounding), reordered for
+    throughput: ReLU after pooling (they commute) and conv2 as one matmul
+    with its unrolled matrix (`unrolled_conv`) when that matrix has at most
+    2^22 entries (LeNet-5 on 28x28: 1176 x 3136). On a 2-core CPU this runs
+    the lenet5_half head on 28x28 about 3x faster than `head_from_stem`.
+
+    Args:
+      h: [B, H, W, channels[0]] stem outputs (conv1 before its ReLU).
+
+    Returns:
+      [B, num_classes] logits.
+    """
+    h = nn.relu(max_pool_2x2(h))
+    _, hh, ww, c = h.shape
+    if hh * ww * c * hh * ww * self.channels[1] <= _MAX_UNROLLED:
+      params = self.conv2.variables["params"]
+      y = unrolled_conv(h, params["kernel"], params["bias"])
+    else:
+      y = self.conv2(h)
+    h = nn.relu(max_pool_2x2(y))
+    h = h.reshape((h.shape[0], -1))
+    h = nn.relu(self.fc1(h))
+    return self.head(nn.relu(self.fc2(h)))
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
