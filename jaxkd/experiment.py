@@ -173,7 +173,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
 def summary_table(results: Dict[str, List[List[dict]]]) -> str:
   """Final-round accuracy and success rate per strategy (mean +- std over
-  seeds), plus the mean success rate over all rounds (area under the curve)."""
+  seeds), the mean success rate over all rounds (area under the curve), and
+  the teacher forwards that were not paid queries (gap_diversity's pass over
+  the pool: free when the teacher is cheap to run and labels are what cost),
+  summed over rounds, mean over seeds."""
   rows = []
   for name, runs in results.items():
     final = [r[-1] for r in runs]
@@ -182,8 +185,10 @@ def summary_table(results: Dict[str, List[List[dict]]]) -> str:
     auc = np.array([np.mean([x["success_rate"] for x in r]) for r in runs])
     pm = lambda a, s=100: (f"{s * a.mean():.2f} +- {s * a.std():.2f}"
                            if len(a) > 1 else f"{s * a.mean():.2f}")
+    unpaid = np.mean([sum(x.get("unpaid_teacher_forwards", 0) for x in r)
+                      for r in runs])
     rows.append([name, str(final[0]["queries"]), pm(acc), pm(suc), pm(auc),
-                 str(len(runs))])
+                 f"{unpaid:.0f}", str(len(runs))])
   return plotting.format_table(
       rows, ["strategy", "queries", "student acc %", "success rate %",
-             "mean success over rounds %", "seeds"])
+             "mean success over rounds %", "unpaid teacher fwd", "seeds"])

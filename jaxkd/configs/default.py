@@ -6,7 +6,9 @@ Runs offline in a few minutes on 2 CPU cores:
 
 Trains a LeNet-5 teacher on 700 digits, then for each strategy pays the
 teacher for an initial 50 points and 5 rounds of 40 more from a pool of 547,
-retraining a half-width LeNet-5 student every round. Override anything from
+retraining a half-width LeNet-5 student every round. `active_mixup` and
+`random_mixup` instead spend the 5 x 40 queries on mixup images of the 50
+initial digits (Active Mixup, Algorithm 1). Override anything from
 the command line, e.g. `--config.rounds=8 --config.strategies='("random",)'`.
 `--config=jaxkd/configs/default.py:quick` runs a 2-round smoke test.
 """
@@ -27,7 +29,8 @@ def get_config(arg: str = ""):
       learning_rate=3e-3, seed=0))
   c.student = "lenet5_half"
   c.strategies = ("random", "entropy", "margin", "least_confidence",
-                  "coreset")
+                  "coreset", "badge", "admm", "rad", "gap_diversity",
+                  "active_mixup", "random_mixup")
   c.strategy_options = ml_collections.ConfigDict()
   c.rounds = 5
   c.per_round = 40
