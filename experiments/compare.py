@@ -9,8 +9,9 @@ retrained each round and evaluated on a held-out test split.
   python experiments/compare.py --workdir runs/compare_mnist5k \
       --config experiments/configs/compare_mnist5k.py
 
-(--config.data_dir defaults to ../shared/data/mnist_5k.) Resumable: rerun the
-same command after a kill and finished rounds are not repeated or re-paid.
+--config.data_dir defaults to ../shared/data/mnist_5k beside the
+repository. Resumable: rerun the same command after a kill and finished
+rounds are not repeated or re-paid.
 """
 
 import os

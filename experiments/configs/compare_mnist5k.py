@@ -7,16 +7,24 @@ pool U 1,900; the 1,000 test digits evaluate. 5 rounds of 100 queries.
 `:quick` runs 2 rounds, 1 seed.
 """
 
+import os
+
 import ml_collections
 
 from jaxkd.configs import common
+
+# ../shared/data/mnist_5k next to the repository (the brief's layout),
+# wherever the command is run from; override with --config.data_dir.
+_DATA = os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+    "data", "mnist_5k"))
 
 
 def get_config(arg: str = ""):
   args = common.parse_arg(arg, quick=False)
   c = ml_collections.ConfigDict()
   c.dataset = "mnist5k"
-  c.data_dir = "../shared/data/mnist_5k"
+  c.data_dir = _DATA
   c.split = ml_collections.ConfigDict(dict(
       teacher_train=2000, initial=100, pool=1900, test=0, seed=0))
   c.teacher = ml_collections.ConfigDict(dict(
