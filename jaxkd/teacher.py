@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+
+try:
+  import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+  fcntl = None
 import sqlite3
 import time
 from typing import Callable, Iterable, Optional, Sequence
@@ -85,6 +90,28 @@ def fingerprint(images: np.ndarray) -> str:
   return h.hexdigest()[:16]
 
 
+def _lock_ledger(ledger_path: str):
+  """Exclusive advisory lock on `<ledger>.lock` for this oracle's lifetime.
+
+  Two processes sharing one ledger could both pay the teacher for the same
+  point before either commits; the second oracle on a ledger is refused
+  instead. The kernel drops the lock when its process dies (even by
+  SIGKILL), so a killed run can always be resumed.
+  """
+  if fcntl is None:
+    return None
+  fh = open(ledger_path + ".lock", "a+")
+  try:
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    fh.close()
+    raise JaxkdError(
+        f"Ledger {ledger_path} is in use by another TeacherOracle (another "
+        "process, or an oracle in this one that was not closed). Close it or "
+        "wait for that run to finish; sharing a ledger could pay twice.")
+  return fh
+
+
 class TeacherOracle:
   """Budgeted, ledgered access to a teacher over a fixed pool of images.
 
@@ -116,6 +143,7 @@ class TeacherOracle:
     self.ledger_path = os.path.abspath(ledger_path)
     self.unpaid_forwards = 0  # teacher forwards that were not paid queries
     os.makedirs(os.path.dirname(self.ledger_path), exist_ok=True)
+    self._lock = _lock_ledger(self.ledger_path)
     self._db = sqlite3.connect(self.ledger_path, isolation_level=None)
     self._db.execute("PRAGMA journal_mode=WAL")
     self._db.execute("PRAGMA synchronous=FULL")
@@ -186,6 +214,9 @@ class TeacherOracle:
 
   def close(self):
     self._db.close()
+    if self._lock is not None:
+      self._lock.close()  # releases the flock
+      self._lock = None
 
   # ------------------------------------------------------------- queries --
 

@@ -413,3 +413,17 @@ def test_crash_with_batch_in_flight_then_resume(tmp_path, reference):
   assert sorted(i for i, c in counts.items() if c > 1) == sorted(in_flight)
   assert max(counts.values()) == 2
   assert len(counts) == len(_rows(ledger)) == 80
+
+
+def test_second_oracle_on_a_live_ledger_is_refused(tmp_path):
+  pool = _pool()
+  path = str(tmp_path / "ledger.sqlite")
+  t = CountingTeacher(pool)
+  first = TeacherOracle(t, pool, budget=10, ledger_path=path)
+  first.query([0, 1])
+  with pytest.raises(JaxkdError, match="in use by another TeacherOracle"):
+    TeacherOracle(t, pool, budget=10, ledger_path=path)
+  first.close()
+  again = TeacherOracle(t, pool, budget=10, ledger_path=path)
+  assert again.spent == 2
+  again.close()
