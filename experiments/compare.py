@@ -17,7 +17,7 @@ rounds are not repeated or re-paid.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,6 +31,8 @@ flags.DEFINE_string("workdir", "runs/compare_mnist5k", "Run directory.")
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from jaxkd import experiment
   experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
