@@ -27,6 +27,7 @@ from jaxkd.checkpoint import Checkpointer
 from jaxkd.models import get_model
 from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
+from jaxkd.validation import JaxkdError
 
 
 # Active Mixup (Wang et al., CVPR 2020) runs as a strategy of this job too:
@@ -38,8 +39,13 @@ MIXUP_STRATEGIES = {"active_mixup": "active", "random_mixup": "random"}
 def check_strategy_name(name: str) -> None:
   """Raises JaxkdError for a name that is neither registered nor a mixup
   strategy (the message lists the known names)."""
-  if name not in MIXUP_STRATEGIES:
+  if name in MIXUP_STRATEGIES:
+    return
+  try:
     get_strategy(name)
+  except JaxkdError as e:
+    raise JaxkdError(f"{e} The job also runs: "
+                     f"{', '.join(MIXUP_STRATEGIES)}.") from None
 
 
 def _log(msg: str) -> None:
