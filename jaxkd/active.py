@@ -296,7 +296,7 @@ def run_mixup_loop(*, selection: str, student: nn.Module,
                    settings: LoopSettings, workdir: str,
                    lambdas: Optional[np.ndarray] = None,
                    use_fast_path: bool = True, scan_batch_size: int = 4096,
-                   mesh=None, progress: bool = True,
+                   name: Optional[str] = None, mesh=None, progress: bool = True,
                    log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Algorithm 1 of Active Mixup (Wang et al., CVPR 2020), resumable.
 
@@ -307,7 +307,8 @@ def run_mixup_loop(*, selection: str, student: nn.Module,
   `settings.per_round` least-confident pairs (selection="active"), or for as
   many random pairs with random grid lambdas (selection="random"), and trains
   a new student on everything paid for so far. The ledger stores (i, j, lam),
-  so a resumed run rebuilds the images and never pays twice.
+  so a resumed run rebuilds the images and never pays twice. `name` labels
+  the records and log lines (default "mixup_<selection>").
   """
   from jaxkd.selection import mixup
 
@@ -321,7 +322,7 @@ def run_mixup_loop(*, selection: str, student: nn.Module,
     raise JaxkdError(f"{n} real images + {settings.rounds} rounds x "
                      f"{settings.per_round} mixup queries = {need} exceed the "
                      f"budget of {oracle.budget}.")
-  name = f"mixup_{selection}"
+  name = name or f"mixup_{selection}"
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   state, records, start = _resume(ckpt, student, pool.shape[1:], settings,

@@ -145,9 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
               test_images=pools.test_images, test_labels=pools.test_labels,
               teacher_accuracy=teacher_acc,
               settings=loop_settings(config, seed, name), workdir=run_dir,
-              mesh=mesh, progress=config.progress, log=_log)
-          for rec in records:
-            rec["strategy"] = name
+              name=name, mesh=mesh, progress=config.progress, log=_log)
         else:
           records = active.run_active_loop(
               strategy=name, student=student, oracle=oracle,
