@@ -56,6 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxkd.models.lenet import model_outputs
 from jaxkd.validation import JaxkdError, check_rank
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -75,10 +76,15 @@ def _conv(features: int, kernel: int, stride: int = 1, *, padding: int | None
                  use_bias=bias, kernel_init=_conv_init)
 
 
-def _outputs(logits, embedding, maps, return_features):
-  if return_features:
-    return logits, {"embedding": embedding, "maps": tuple(maps)}
-  return logits
+def _run_stages(stages, h: jax.Array, train: bool):
+  """Runs each stage's blocks in order; returns (h, [output of each stage])
+  (the maps attention transfer matches)."""
+  maps = []
+  for blocks in stages:
+    for block in blocks:
+      h = block(h, train)
+    maps.append(h)
+  return h, maps
 
 
 def _check_images(x: jax.Array) -> None:
@@ -171,7 +177,7 @@ class AlexNetCifar(nn.Module):
     h = h.reshape((h.shape[0], -1))
     for fc, bn in zip(self.fcs, self.fc_bns):
       h = bn(nn.relu(fc(h)), use_running_average=ura)
-    return _outputs(self.head(h), h, maps, return_features)
+    return model_outputs(self.head(h), h, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
@@ -240,13 +246,9 @@ class CifarResNet(nn.Module):
 
   def head_from_stem(self, h, train: bool = False, return_features=False):
     h = nn.relu(self.bn1(h, use_running_average=not train))
-    maps = []
-    for blocks in self.stages:
-      for block in blocks:
-        h = block(h, train)
-      maps.append(h)
+    h, maps = _run_stages(self.stages, h, train)
     emb = _global_avg_pool(h)
-    return _outputs(self.fc(emb), emb, maps, return_features)
+    return model_outputs(self.fc(emb), emb, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
@@ -294,7 +296,7 @@ class VGG(nn.Module):
         h = nn.relu(bn(h, use_running_average=not train))
       maps.append(h)
     emb = _global_avg_pool(h)
-    return _outputs(self.classifier(emb), emb, maps, return_features)
+    return model_outputs(self.classifier(emb), emb, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
@@ -355,14 +357,10 @@ class WideResNet(nn.Module):
     return self.conv1(x)
 
   def head_from_stem(self, h, train: bool = False, return_features=False):
-    maps = []
-    for blocks in self.groups:
-      for block in blocks:
-        h = block(h, train)
-      maps.append(h)
+    h, maps = _run_stages(self.groups, h, train)
     h = nn.relu(self.bn1(h, use_running_average=not train))
     emb = _global_avg_pool(h)
-    return _outputs(self.fc(emb), emb, maps, return_features)
+    return model_outputs(self.fc(emb), emb, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
@@ -436,7 +434,7 @@ class MobileNetV2(nn.Module):
         maps.append(h)
     h = nn.relu(self.bn2(self.conv2(h), use_running_average=ura))
     emb = _global_avg_pool(h)
-    return _outputs(self.classifier(emb), emb, maps, return_features)
+    return model_outputs(self.classifier(emb), emb, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
@@ -510,13 +508,9 @@ class ShuffleNetV1(nn.Module):
 
   def head_from_stem(self, h, train: bool = False, return_features=False):
     h = nn.relu(self.bn1(h, use_running_average=not train))
-    maps = []
-    for blocks in self.stages:
-      for block in blocks:
-        h = block(h, train)
-      maps.append(h)
+    h, maps = _run_stages(self.stages, h, train)
     emb = _global_avg_pool(h)
-    return _outputs(self.linear(emb), emb, maps, return_features)
+    return model_outputs(self.linear(emb), emb, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)

@@ -78,7 +78,9 @@ def unrolled_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array
   return y.reshape(b, h, w, o) + bias
 
 
-def _outputs(logits, embedding, maps, return_features):
+def model_outputs(logits, embedding, maps, return_features):
+  """What every jaxkd model returns: logits, or with `return_features`
+  (logits, {"embedding": [B, D], "maps": tuple of [B, H, W, C]})."""
   if return_features:
     return logits, {"embedding": embedding, "maps": tuple(maps)}
   return logits
@@ -104,7 +106,7 @@ class MLP(nn.Module):
     h = nn.relu(h)
     for layer in self.layers[1:]:
       h = nn.relu(layer(h))
-    return _outputs(self.head(h), h, maps, return_features)
+    return model_outputs(self.head(h), h, maps, return_features)
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
@@ -140,7 +142,7 @@ class LeNet5(nn.Module):
     h = h.reshape((h.shape[0], -1))
     h = nn.relu(self.fc1(h))
     emb = nn.relu(self.fc2(h))
-    return _outputs(self.head(emb), emb, (m1, m2), return_features)
+    return model_outputs(self.head(emb), emb, (m1, m2), return_features)
 
   def scan_head(self, h: jax.Array) -> jax.Array:
     """Logits from stem outputs, for inference-only scans (Active Mixup).
