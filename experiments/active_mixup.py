@@ -55,8 +55,8 @@ def main(argv):
       dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, progress=FLAGS.progress,
       split=dict(teacher_train=FLAGS.teacher_train, initial=FLAGS.n_real,
                  pool=0, test=0, seed=0),
-      teacher=dict(model=FLAGS.teacher, epochs=FLAGS.teacher_epochs,
-                   batch_size=64, optimizer="adam", learning_rate=3e-3, seed=0)))
+      teacher=common.teacher_config(model=FLAGS.teacher,
+                                    epochs=FLAGS.teacher_epochs)))
   mesh = parallel.make_mesh()
   dataset, pools = experiment.load_pools(config)
   teacher, teacher_vars, teacher_acc = experiment.train_teacher(

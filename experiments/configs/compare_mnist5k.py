@@ -27,9 +27,7 @@ def get_config(arg: str = ""):
   c.data_dir = _DATA
   c.split = ml_collections.ConfigDict(dict(
       teacher_train=2000, initial=100, pool=1900, test=0, seed=0))
-  c.teacher = ml_collections.ConfigDict(dict(
-      model="lenet5", epochs=15, batch_size=64, optimizer="adam",
-      learning_rate=2e-3, seed=0))
+  c.teacher = common.teacher_config(epochs=15, learning_rate=2e-3)
   c.student = "lenet5_half"
   c.strategies = ("random", "entropy", "margin", "least_confidence",
                   "coreset", "admm", "rad", "gap_diversity", "badge")

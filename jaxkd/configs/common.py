@@ -23,3 +23,12 @@ def loop_config(**overrides) -> ml_collections.ConfigDict:
       loss="kd", temperature=4.0, retrain=True))
   c.update(overrides)
   return c
+
+
+def teacher_config(**overrides) -> ml_collections.ConfigDict:
+  """Teacher training on the teacher-train split (hard labels, cosine)."""
+  c = ml_collections.ConfigDict(dict(
+      model="lenet5", epochs=30, batch_size=64, optimizer="adam",
+      learning_rate=3e-3, seed=0))
+  c.update(overrides)
+  return c

@@ -24,9 +24,7 @@ def get_config(arg: str = ""):
   c.data_dir = ""
   c.split = ml_collections.ConfigDict(dict(
       teacher_train=700, initial=50, pool=547, test=0, seed=0))
-  c.teacher = ml_collections.ConfigDict(dict(
-      model="lenet5", epochs=30, batch_size=64, optimizer="adam",
-      learning_rate=3e-3, seed=0))
+  c.teacher = common.teacher_config()
   c.student = "lenet5_half"
   c.strategies = ("random", "entropy", "margin", "least_confidence",
                   "coreset", "badge", "admm", "rad", "gap_diversity",
