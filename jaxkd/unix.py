@@ -57,6 +57,7 @@ from jax.sharding import Mesh
 from jaxkd import losses, parallel
 from jaxkd.cost import CostCounter
 from jaxkd.models import apply_model
+from jaxkd.selection.baselines import margin_uncertainty
 from jaxkd.train import TrainState
 from jaxkd.validation import JaxkdError, check_finite, check_rank
 
@@ -195,8 +196,7 @@ def uncertainty_scores(logits: jax.Array, kind: str = "entropy") -> jax.Array:
   if kind == "confidence":
     return -jnp.max(p, axis=-1)
   if kind == "margin":
-    top2 = jax.lax.top_k(p, 2)[0]
-    return -(top2[:, 0] - top2[:, 1])
+    return margin_uncertainty(p)
   raise JaxkdError(f"Unknown uncertainty {kind!r}; use one of "
                    f"{', '.join(SCORE_KINDS)}.")
 
