@@ -138,11 +138,14 @@ class LeNet5(nn.Module):
     m1 = nn.relu(h)
     h = max_pool_2x2(m1)
     m2 = nn.relu(self.conv2(h))
-    h = max_pool_2x2(m2)
-    h = h.reshape((h.shape[0], -1))
-    h = nn.relu(self.fc1(h))
+    logits, emb = self._classifier(max_pool_2x2(m2))
+    return model_outputs(logits, emb, (m1, m2), return_features)
+
+  def _classifier(self, h: jax.Array):
+    """fc1-fc2-head on the pooled conv2 maps: (logits, embedding)."""
+    h = nn.relu(self.fc1(h.reshape((h.shape[0], -1))))
     emb = nn.relu(self.fc2(h))
-    return model_outputs(self.head(emb), emb, (m1, m2), return_features)
+    return self.head(emb), emb
 
   def scan_head(self, h: jax.Array) -> jax.Array:
     """Logits from stem outputs, for inference-only scans (Active Mixup).
@@ -166,10 +169,7 @@ class LeNet5(nn.Module):
       y = unrolled_conv(h, params["kernel"], params["bias"])
     else:
       y = self.conv2(h)
-    h = nn.relu(max_pool_2x2(y))
-    h = h.reshape((h.shape[0], -1))
-    h = nn.relu(self.fc1(h))
-    return self.head(nn.relu(self.fc2(h)))
+    return self._classifier(nn.relu(max_pool_2x2(y)))[0]
 
   def __call__(self, x, train: bool = False, return_features: bool = False):
     return self.head_from_stem(self.stem(x), train, return_features)
