@@ -1,11 +1,12 @@
-"""Active loop: rounds, budget, resume with no repeated query."""
+"""The round loop: rounds, budget, resume with no repeated query, for pool
+and mixup strategies alike."""
 
 import collections
 
 import numpy as np
 import pytest
 
-from jaxkd import active
+from jaxkd import loop
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.models import get_model
 from jaxkd.teacher import TeacherOracle
@@ -36,7 +37,7 @@ def _setup(tmp_path, name="run"):
   teacher = CountingTeacher(pool)
   test_x = rng.random((20, 8, 8, 1)).astype(np.float32)
   test_y = np.argmax(test_x.reshape(20, -1) @ teacher.w, 1)
-  settings = active.LoopSettings(rounds=3, per_round=5, train_steps=4,
+  settings = loop.LoopSettings(rounds=3, per_round=5, train_steps=4,
                                  batch_size=8)
   run_dir = str(tmp_path / name)
   return pool, teacher, test_x, test_y, settings, run_dir
@@ -46,7 +47,7 @@ def _run(pool, teacher, test_x, test_y, settings, run_dir, strategy="entropy"):
   oracle = TeacherOracle(teacher, pool, budget=N_INIT + 3 * 5,
                          ledger_path=run_dir + "/ledger.sqlite")
   try:
-    recs = active.run_active_loop(
+    recs = loop.run_loop(
         strategy=strategy, student=get_model("mlp", 4, hidden=(16,)),
         oracle=oracle, initial_indices=np.arange(N_INIT),
         candidate_indices=N_INIT + np.arange(N_POOL), test_images=test_x,
@@ -94,6 +95,19 @@ def test_resume_after_crash_between_query_and_checkpoint(tmp_path, monkeypatch):
   assert [r["queries"] for r in recs] == [r["queries"] for r in ref_recs]
 
 
+def test_records_count_queries_paid_up_to_their_round(tmp_path):
+  """With the checkpoints lost, a rerun restarts at round 0 while the
+  ledger already holds every round: each record still counts only the
+  answers paid in rounds <= its own (issue 15), and nothing is paid again."""
+  import shutil
+  pool, teacher, tx, ty, settings, run_dir = _setup(tmp_path)
+  _run(pool, teacher, tx, ty, settings, run_dir)
+  shutil.rmtree(run_dir + "/checkpoints")
+  recs, ledger = _run(pool, teacher, tx, ty, settings, run_dir)
+  assert [r["queries"] for r in recs] == [12, 17, 22, 27]
+  assert max(teacher.seen.values()) == 1 and len(ledger) == 27
+
+
 def test_budget_and_names_are_checked(tmp_path):
   pool, teacher, tx, ty, settings, run_dir = _setup(tmp_path)
   oracle = TeacherOracle(teacher, pool, budget=N_INIT + 2,
@@ -104,9 +118,9 @@ def test_budget_and_names_are_checked(tmp_path):
             test_labels=ty, teacher_accuracy=1.0, settings=settings,
             workdir=run_dir, progress=False, log=lambda m: None)
   with pytest.raises(JaxkdError, match="exceed the budget"):
-    active.run_active_loop(strategy="random", **kw)
+    loop.run_loop(strategy="random", **kw)
   with pytest.raises(JaxkdError, match="Unknown strategy"):
-    active.run_active_loop(strategy="nope", **kw)
+    loop.run_loop(strategy="nope", **kw)
   assert oracle.spent == 0
   oracle.close()
 
@@ -129,15 +143,19 @@ class HashingTeacher:
 
 
 def _run_mixup(real, teacher, run_dir, selection="active"):
-  settings = active.LoopSettings(rounds=2, per_round=4, train_steps=4,
+  """Active Mixup through the same loop: the oracle covers the real images
+  (all of them L), the strategy queries mixup recipes of L."""
+  settings = loop.LoopSettings(rounds=2, per_round=4, train_steps=4,
                                  batch_size=8)
   oracle = TeacherOracle(teacher, real, budget=len(real) + 8,
                          ledger_path=run_dir + "/ledger.sqlite")
   test_x = real[:4]
   try:
-    recs = active.run_mixup_loop(
-        selection=selection, student=get_model("mlp", 4, hidden=(16,)),
-        oracle=oracle, test_images=test_x, test_labels=np.zeros(4, np.int32),
+    recs = loop.run_loop(
+        strategy=f"{selection}_mixup",
+        student=get_model("mlp", 4, hidden=(16,)), oracle=oracle,
+        initial_indices=np.arange(len(real)), test_images=test_x,
+        test_labels=np.zeros(4, np.int32),
         teacher_accuracy=1.0, settings=settings, workdir=run_dir,
         progress=False, log=lambda m: None)
     rows = oracle.entries()

@@ -24,36 +24,37 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd.models import lenet
+from jaxkd.registry import Registry
 from jaxkd.validation import JaxkdError
 
-_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
-    "mlp": lenet.MLP,
-    "lenet5": lenet.LeNet5,
-    "lenet5_half": functools.partial(
-        lenet.LeNet5, channels=(3, 8), hidden=(60, 42)),
-}
+# Models by name: factory(num_classes=..., **kwargs) -> nn.Module. Register
+# more with `register_model`, or name one by import path 'pkg.mod:factory'.
+MODELS = Registry("model")
+MODELS.register("mlp", lenet.MLP)
+MODELS.register("lenet5", lenet.LeNet5)
+MODELS.register("lenet5_half", functools.partial(
+    lenet.LeNet5, channels=(3, 8), hidden=(60, 42)))
 
 
 def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   """Adds a model factory `factory(num_classes=...) -> nn.Module`."""
-  _REGISTRY[name] = factory
+  MODELS.register(name, factory)
 
 
 def model_names() -> list[str]:
   """Names of all registered models (optional families included)."""
   _load_optional()
-  return sorted(_REGISTRY)
+  return MODELS.names()
 
 
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-  """Builds the registered model `name` with `num_classes` outputs."""
+  """Builds the registered model `name` (or import path) with `num_classes`
+  outputs."""
   _load_optional()
-  if name not in _REGISTRY:
-    raise JaxkdError(
-        f"Unknown model {name!r}; known models: {', '.join(model_names())}.")
+  factory = MODELS.get(name)
   if not isinstance(num_classes, int) or num_classes < 2:
     raise JaxkdError(f"num_classes must be an int >= 2, got {num_classes!r}.")
-  return _REGISTRY[name](num_classes=num_classes, **kwargs)
+  return factory(num_classes=num_classes, **kwargs)
 
 
 def init_model(model: nn.Module, key: jax.Array, input_shape) -> Dict[str, Any]:
@@ -104,4 +105,5 @@ def _load_optional() -> None:
         raise
       continue
     for name, factory in getattr(m, "MODELS", {}).items():
-      _REGISTRY.setdefault(name, factory)
+      if name not in MODELS:
+        MODELS.register(name, factory)

@@ -16,28 +16,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxkd.scores import (entropy, least_confidence,  # noqa: F401
+                          margin_uncertainty)
 from jaxkd.selection.registry import SelectionInputs, register_strategy
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
                               check_k, check_rank, is_concrete)
-
-
-# ---------------------------------------------------------- per-example ---
-
-
-def entropy(probs: jax.Array) -> jax.Array:
-  """Predictive entropy -sum p log p. probs [..., C] -> [...]."""
-  return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0), axis=-1)
-
-
-def margin_uncertainty(probs: jax.Array) -> jax.Array:
-  """-(p1 - p2): higher when the top two classes are closer. [..., C] -> [...]."""
-  top2 = jax.lax.top_k(probs, 2)[0]
-  return -(top2[..., 0] - top2[..., 1])
-
-
-def least_confidence(probs: jax.Array) -> jax.Array:
-  """1 - max p. [..., C] -> [...]."""
-  return 1.0 - jnp.max(probs, axis=-1)
 
 
 # ----------------------------------------------------------- selection ---

@@ -299,8 +299,27 @@ def _gap_diversity_strategy(key, inputs: SelectionInputs, k: int, *,
                               num_neighbors=num_neighbors, beta=beta)
 
 
+def baseline_probs(ctx):
+  """M_S, gap_diversity's `prepare` hook: a student trained on L alone with
+  hard labels (ground truth if known, else the teacher's argmax, read from
+  the ledger without paying), once per run (`ctx.cache`); returns its
+  probabilities on the candidates as `baseline_probs`."""
+  if "baseline" not in ctx.cache:
+    answers = ctx.paid_answers(ctx.initial_indices)  # paid in round 0
+    labels = ctx.initial_labels
+    if labels is None:
+      labels = np.argmax(answers, -1)
+    onehot = np.eye(answers.shape[1], dtype=np.float32)[labels]
+    ctx.cache["baseline"] = ctx.fit(
+        ctx.oracle.pool_images[ctx.initial_indices], onehot, labels,
+        seed=ctx.settings.seed + 7, loss="hard_ce", desc="M_S")
+  logits = ctx.predict(ctx.cache["baseline"].variables, ctx.candidate_images)
+  return {"baseline_probs": np.asarray(jax.nn.softmax(logits))}
+
+
 register_strategy(
     "gap_diversity", _gap_diversity_strategy,
     needs=("probs", "teacher_probs", "baseline_probs", "embeddings"),
+    prepare=baseline_probs,
     description="student/teacher prediction-gap uncertainty + reverse-kNN "
                 "diversity, greedy (needs unpaid teacher forwards on the pool)")

@@ -45,6 +45,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxkd import parallel
+from jaxkd.selection.registry import (MixupQuery, Strategy,
+                                      register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_k, check_rank,
                               is_concrete)
 
@@ -442,3 +444,88 @@ def select_pairs(apply_fn: Optional[ApplyFn], params: Any, images: jax.Array,
   c2 = np.asarray(jax.device_get(key), np.float32)
   c2 = np.where(key == 2.0, np.nan, c2).astype(np.float32)
   return pair_indices(p, n), lam[li], c2
+
+
+# ------------------------------------------------ round-protocol plug-ins ---
+
+
+def random_pairs(key: jax.Array, n: int, k: int, lambdas: np.ndarray,
+                 exclude: np.ndarray) -> tuple:
+  """k distinct unqueried pairs i < j uniformly at random, each with a lambda
+  drawn uniformly from the grid: the baseline Active Mixup compares with."""
+  total = n * (n - 1) // 2
+  taken = {(int(a), int(b)) for a, b in np.sort(exclude, axis=1)}
+  check_k(k, total - len(taken), "unqueried pairs")
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+  pairs = []
+  chosen = set(taken)
+  while len(pairs) < k:
+    i, j = rng.choice(n, 2, replace=False)
+    p = (int(min(i, j)), int(max(i, j)))
+    if p not in chosen:
+      chosen.add(p)
+      pairs.append(p)
+  lams = rng.choice(np.asarray(lambdas), k)
+  return np.asarray(pairs, np.int64), lams
+
+
+def paid_pairs(oracle, max_round: int) -> np.ndarray:
+  """[m, 2] (i, j) of the mixup answers paid in rounds <= max_round."""
+  rows = oracle.entries(kind="mixup", max_round=max_round)
+  return np.asarray([[e["i"], e["j"]] for e in rows], np.int64).reshape(-1, 2)
+
+
+def scan_fns(student) -> Tuple[Optional[ApplyFn], Optional[ApplyFn]]:
+  """(stem_fn, head_fn) the job's pair scan uses: `linear_stem_fns` (the
+  benchmarked `scan_head` fast path) when the student declares an affine
+  stem, else (None, None) for the plain path."""
+  if getattr(student, "has_linear_stem", False):
+    return linear_stem_fns(student)
+  return None, None
+
+
+class ActiveMixup(Strategy):
+  """Active Mixup, Algorithm 1 (Wang et al., CVPR 2020), as a strategy.
+
+  Scope "initial": the oracle covers the n real images L, all paid in round
+  0; each round pays for x_ij(lam*) of the `per_round` unqueried pairs of
+  lowest pair confidence C2 under the current student. Options: `lambdas`
+  (default `default_lambdas()`), `scan_batch_size`, `use_fast_path`.
+  """
+  scope = "initial"
+  description = ("Active Mixup: mixup images of the least-confident pairs "
+                 "of L (Wang et al., CVPR 2020)")
+
+  def capacity(self, num_initial, num_candidates):
+    return num_initial * (num_initial - 1) // 2
+
+  def select(self, key, ctx, inputs, k, *, lambdas=None,
+             scan_batch_size: int = 4096, use_fast_path: bool = True):
+    del key, inputs
+    lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
+    student = ctx.student
+    stem_fn, head_fn = scan_fns(student) if use_fast_path else (None, None)
+    exclude = paid_pairs(ctx.oracle, ctx.round - 1)
+    pairs, lams, _ = select_pairs(
+        lambda v, x: student.apply(v, x), ctx.state.variables,
+        ctx.oracle.pool_images, k, lambdas,
+        exclude=exclude if len(exclude) else None,
+        batch_size=scan_batch_size, stem_fn=stem_fn, head_fn=head_fn,
+        mesh=ctx.mesh)
+    return MixupQuery(np.asarray(pairs), np.asarray(lams))
+
+
+class RandomMixup(ActiveMixup):
+  """Random pairs of L with random grid lambdas: Active Mixup's baseline."""
+  description = "mixup images of random pairs of L, random grid lambdas"
+
+  def select(self, key, ctx, inputs, k, *, lambdas=None, **unused):
+    del inputs, unused
+    lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
+    pairs, lams = random_pairs(key, len(ctx.oracle.pool_images), k, lambdas,
+                               paid_pairs(ctx.oracle, ctx.round - 1))
+    return MixupQuery(pairs, lams)
+
+
+register_strategy("active_mixup", ActiveMixup)
+register_strategy("random_mixup", RandomMixup)

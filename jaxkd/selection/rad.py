@@ -394,7 +394,26 @@ def _rad_strategy(key, inputs: SelectionInputs, k: int, *,
                     available=inputs.available)
 
 
+def estimate_mistake_rate(ctx) -> float:
+  """Teacher error rate from what was paid for: RAD's `prepare` hook.
+
+  With ground-truth labels of L (`ctx.initial_labels`): the teacher's
+  disagreement with them on L. Without: one minus the teacher's mean
+  confidence on every answer so far. Reads the ledger only; never pays.
+  """
+  rows = ctx.oracle.entries(kind="pool")
+  if not rows:
+    return 0.0
+  if ctx.initial_labels is not None:
+    answers = ctx.paid_answers(ctx.initial_indices)  # paid in round 0
+    return float(np.mean(np.argmax(answers, -1)
+                         != np.asarray(ctx.initial_labels)))
+  probs = np.stack([e["probs"] for e in rows])
+  return float(1.0 - probs.max(-1).mean())
+
+
 register_strategy(
     "rad", _rad_strategy, needs=("probs", "mistake_rate"),
+    prepare=lambda ctx: {"mistake_rate": estimate_mistake_rate(ctx)},
     description="robust active distillation: max-min inclusion probabilities "
                 "against m spoiled teacher labels, systematic sampling")

@@ -1,20 +1,44 @@
-"""Strategy registry for the active loop.
+"""The round protocol: what a selection strategy is, and its registry.
 
-A strategy is a pure function
+Every method, built in or not, is a `Strategy` run by the one round loop
+(`jaxkd.loop.run_loop`). Each round t >= 1 the loop
 
-  fn(key, inputs: SelectionInputs, k: int, **options) -> indices int32 [k]
+  1. computes the `SelectionInputs` fields the strategy `needs` (student
+     probs/logits/embeddings on the candidates, pixels, unpaid teacher
+     probs), and nothing else;
+  2. calls `strategy.prepare(ctx)`, which may add method-specific fields
+     (a baseline student's probs, a mistake-rate estimate) and keep state in
+     `ctx.cache` (in memory) or `ctx.extra` (checkpointed with the student);
+  3. calls `strategy.select(key, ctx, inputs, k, **options)`, which returns
+     a query: `PoolQuery` (positions in the candidate set) or `MixupQuery`
+     (a synthetic recipe (i, j, lam) the ledger stores and can rebuild);
+  4. pays for it (`query.pay`: only answers not in the ledger cost);
+  5. turns the ledger's paid answers into training data
+     (`strategy.training_data`, default: every paid row, mixup rows rebuilt
+     from their recipe) and trains (`strategy.train`, default: the config's
+     loss and optimizer; a strategy may own the step, e.g. to train an extra
+     module jointly with the student and use it when selecting).
 
-that returns k distinct pool indices, all with `inputs.available[i] == True`.
-`needs` names the fields of `SelectionInputs` the active loop must compute for
-it (fields it does not need are left None, so nothing is paid for in vain).
+Plain functions register with a one-liner:
+
+  register_strategy("mine", lambda key, inputs, k: ..., needs=("probs",))
+
+where `fn(key, inputs, k, **options) -> indices [k]` returns k distinct
+positions with `inputs.available` True. A config may also name a strategy by
+import path, `"my_package.my_module:my_strategy"` (a `Strategy` instance or
+subclass, or such a function with an optional `needs` attribute).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, FrozenSet, NamedTuple, Optional
+import dataclasses
+from typing import (Any, Callable, Dict, FrozenSet, NamedTuple, Optional,
+                    Tuple)
 
 import jax
+import numpy as np
 
+from jaxkd.registry import Registry
 from jaxkd.validation import JaxkdError
 
 
@@ -31,8 +55,10 @@ class SelectionInputs(NamedTuple):
       strategies whose setting assumes a cheap-to-run teacher (gap_diversity);
       the active loop counts those calls separately from paid queries.
     baseline_probs: [n, C] probabilities of a student trained on the labelled
-      set alone with hard labels (M_S of the lane-detection paper).
-    mistake_rate: scalar estimate of the teacher's error rate (RAD).
+      set alone with hard labels (M_S of the lane-detection paper); supplied
+      by gap_diversity's `prepare` hook.
+    mistake_rate: scalar estimate of the teacher's error rate (RAD's
+      `prepare` hook).
   """
   available: jax.Array
   probs: Optional[jax.Array] = None
@@ -44,52 +70,218 @@ class SelectionInputs(NamedTuple):
   mistake_rate: Optional[float] = None
 
 
-StrategyFn = Callable[..., jax.Array]
+# Fields the loop computes itself when declared in `needs`; the others come
+# from a strategy's `prepare` hook.
+LOOP_FIELDS = frozenset({"available", "probs", "logits", "embeddings",
+                         "pixels", "teacher_probs"})
 
 
-class Strategy(NamedTuple):
-  name: str
-  fn: StrategyFn
-  needs: FrozenSet[str]
+# ----------------------------------------------------------------- queries ---
+
+
+class PoolQuery(NamedTuple):
+  """Pool points to pay for: `indices` [k] are positions in the candidate
+  set (`ctx.candidate_indices`), distinct and available."""
+  indices: np.ndarray
+
+  def pay(self, ctx, round: int) -> int:
+    local = np.asarray(self.indices).reshape(-1)
+    if not np.issubdtype(local.dtype, np.integer):
+      raise JaxkdError(f"strategy returned non-integer indices "
+                       f"({local.dtype}).")
+    n = len(ctx.candidate_indices)
+    if (len(np.unique(local)) != len(local) or local.size and (
+        local.min() < 0 or local.max() >= n) or not ctx.available[local].all()):
+      raise JaxkdError("strategy returned repeated, out-of-range or already "
+                       "queried points.")
+    ctx.oracle.query(ctx.candidate_indices[local], round=round)
+    return len(local)
+
+
+class MixupQuery(NamedTuple):
+  """Synthetic images x_ij(lam) = lam x_i + (1 - lam) x_j of oracle-pool
+  images: `pairs` [k, 2] int, `lams` [k] in [0, 1]. The ledger stores the
+  recipe, so a resumed run rebuilds the images and never pays twice."""
+  pairs: np.ndarray
+  lams: np.ndarray
+
+  def pay(self, ctx, round: int) -> int:
+    ctx.oracle.query_mixup(np.asarray(self.pairs), np.asarray(self.lams),
+                           round=round)
+    return len(self.pairs)
+
+
+def ledger_training_set(oracle, max_round: int) -> Tuple[np.ndarray,
+                                                         np.ndarray]:
+  """Images and teacher answers of every ledger row of rounds <= max_round,
+  in payment order: pool rows as they are, mixup rows rebuilt from
+  (i, j, lam). Caller-made "image" rows have no recipe and are skipped."""
+  pool = oracle.pool_images
+  images, targets = [], []
+  for e in oracle.entries(max_round=max_round):
+    if e["kind"] == "pool":
+      images.append(pool[e["pool_index"]])
+    elif e["kind"] == "mixup":
+      lam = np.float32(e["lam"])
+      images.append(lam * pool[e["i"]] + (1 - lam) * pool[e["j"]])
+    else:
+      continue
+    targets.append(e["probs"])
+  if not images:
+    raise JaxkdError(f"no paid answers in rounds <= {max_round} to train on.")
+  return np.stack(images), np.stack(targets)
+
+
+# --------------------------------------------------------------- strategy ---
+
+
+class Strategy:
+  """Base class of a round-protocol plug-in (override what differs).
+
+  Attributes:
+    name: registry name (set by `register_strategy`).
+    needs: SelectionInputs fields the loop computes before `select`.
+    description: one line for listings.
+    scope: "pool" (the oracle covers L and U; queries come from U) or
+      "initial" (the oracle covers L only; queries are synthetic images made
+      from L, as Active Mixup's).
+
+  Training hook. A method that trains something jointly with the student
+  (learning loss, Yoo & Kweon 2019: a loss-prediction module with a margin
+  ranking loss) overrides three methods and needs no loop change:
+
+    def init_extra(self, ctx):           # restore template, checkpointed
+      return lossnet_params(ctx.student, ctx.input_shape)
+    def train(self, ctx, images, targets, *, seed, state, extra):
+      joint = joint_state(state or fresh_student(ctx), extra)
+      joint, _ = jaxkd.train.fit(ctx.student, joint, images, targets,
+                                 batch_size=..., seed=seed, steps=...,
+                                 step_fn=my_joint_step, mesh=ctx.mesh)
+      return split(joint)                # (student TrainState, new extra)
+    def select(self, key, ctx, inputs, k):
+      scores = predicted_loss(ctx.state, ctx.extra, ctx.candidate_images)
+      return PoolQuery(top_k(scores, inputs.available, k))
+
+  The loop evaluates `state` as the student, saves `extra` with it after
+  every round and restores both on resume.
+  """
+  name: str = ""
+  needs: FrozenSet[str] = frozenset()
   description: str = ""
+  scope: str = "pool"
+
+  def capacity(self, num_initial: int, num_candidates: int) -> int:
+    """How many distinct queries exist (rounds x per_round must fit)."""
+    return num_candidates
+
+  def prepare(self, ctx) -> Dict[str, Any]:
+    """Method-specific state before `select`; returns extra SelectionInputs
+    fields. `ctx.cache` persists over the rounds of one run (in memory)."""
+    del ctx
+    return {}
+
+  def select(self, key: jax.Array, ctx, inputs: SelectionInputs, k: int,
+             **options):
+    """Returns the round's query (`PoolQuery`, `MixupQuery` or any object
+    with `pay(ctx, round) -> number queried`)."""
+    raise NotImplementedError
+
+  def training_data(self, ctx, max_round: int):
+    """(images, targets) the student trains on after round `max_round`."""
+    return ledger_training_set(ctx.oracle, max_round)
+
+  def init_extra(self, ctx) -> Any:
+    """Strategy-owned pytree checkpointed beside the student (e.g. the
+    params of a loss-prediction module), or None. Called once per run,
+    before round 0 or before restoring; it is the restore template."""
+    del ctx
+    return None
+
+  def train(self, ctx, images, targets, *, seed: int, state, extra):
+    """Trains the round's student; returns (state, extra).
+
+    Default: `ctx.fit` (the config's loss, optimizer and steps, from the
+    run's fixed init, or from `state` when fine-tuning). A strategy that
+    owns its training step builds it here and calls `jaxkd.train.fit`
+    with `step_fn=` (see `ctx.fit`'s arguments), returning its updated
+    `extra` so `select` can use it next round."""
+    return ctx.fit(images, targets, seed=seed, state=state), extra
 
 
-_STRATEGIES: Dict[str, Strategy] = {}
+@dataclasses.dataclass
+class FunctionStrategy(Strategy):
+  """A pure `fn(key, inputs, k, **options) -> indices [k]` as a strategy,
+  with an optional `prepare_fn(ctx) -> dict` hook."""
+  fn: Callable[..., Any] = None
+  needs: FrozenSet[str] = frozenset()
+  description: str = ""
+  name: str = ""
+  prepare_fn: Optional[Callable[[Any], Dict[str, Any]]] = None
+
+  def prepare(self, ctx):
+    return {} if self.prepare_fn is None else dict(self.prepare_fn(ctx))
+
+  def select(self, key, ctx, inputs, k, **options):
+    del ctx
+    return PoolQuery(np.asarray(self.fn(key, inputs, k, **options)))
 
 
-def register_strategy(name: str, fn: StrategyFn, needs=(), description=""):
-  """Registers `fn` under `name`; `needs` lists SelectionInputs fields."""
+def _check_needs(name, needs):
   unknown = set(needs) - set(SelectionInputs._fields)
   if unknown:
-    raise JaxkdError(f"Strategy {name!r} needs unknown inputs {sorted(unknown)}.")
-  _STRATEGIES[name] = Strategy(name, fn, frozenset(needs), description)
+    raise JaxkdError(
+        f"Strategy {name!r} needs unknown inputs {sorted(unknown)}.")
+  return frozenset(needs)
+
+
+def as_strategy(name: str, obj: Any) -> Strategy:
+  """A `Strategy` from an instance, a subclass or a plain function."""
+  if isinstance(obj, type) and issubclass(obj, Strategy):
+    obj = obj()
+  if isinstance(obj, Strategy):
+    obj.needs = _check_needs(name, obj.needs)
+    if not obj.name:
+      obj.name = name
+    return obj
+  if callable(obj):
+    return FunctionStrategy(fn=obj, name=name,
+                            needs=_check_needs(name, getattr(obj, "needs", ())),
+                            description=getattr(obj, "description", ""))
+  raise JaxkdError(f"Strategy {name!r} is neither a Strategy nor a function.")
+
+
+STRATEGIES = Registry(
+    "strategy", modules=(
+        "jaxkd.selection.baselines", "jaxkd.selection.admm",
+        "jaxkd.selection.rad", "jaxkd.selection.gap_diversity",
+        "jaxkd.selection.badge", "jaxkd.selection.mixup",
+        "jaxkd.selection.discriminative", "jaxkd.selection.learning_loss"),
+    convert=as_strategy)
+
+
+def register_strategy(name: str, fn: Any, needs=(), description: str = "",
+                      prepare: Optional[Callable] = None):
+  """Registers a strategy under `name`; returns `fn`.
+
+  `fn` is a `Strategy` (instance or subclass), or a pure function
+  `fn(key, inputs, k, **options) -> indices` whose `needs` lists the
+  SelectionInputs fields it reads and whose optional `prepare(ctx) -> dict`
+  hook supplies the fields the loop does not compute.
+  """
+  if isinstance(fn, Strategy) or (isinstance(fn, type)
+                                  and issubclass(fn, Strategy)):
+    STRATEGIES.register(name, fn)
+  else:
+    STRATEGIES.register(name, FunctionStrategy(
+        fn=fn, needs=_check_needs(name, needs), description=description,
+        name=name, prepare_fn=prepare))
   return fn
 
 
 def strategy_names() -> list[str]:
-  _load_all()
-  return sorted(_STRATEGIES)
+  return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> Strategy:
-  _load_all()
-  if name not in _STRATEGIES:
-    raise JaxkdError(
-        f"Unknown strategy {name!r}; known strategies: "
-        f"{', '.join(strategy_names())}.")
-  return _STRATEGIES[name]
-
-
-_MODULES = ("jaxkd.selection.baselines", "jaxkd.selection.admm",
-            "jaxkd.selection.rad", "jaxkd.selection.gap_diversity",
-            "jaxkd.selection.badge")
-
-
-def _load_all() -> None:
-  import importlib
-  for mod in _MODULES:
-    try:
-      importlib.import_module(mod)
-    except ModuleNotFoundError as e:
-      if e.name != mod:
-        raise
+  """The registered strategy `name`, or one at import path 'pkg.mod:attr'."""
+  return STRATEGIES.get(name)

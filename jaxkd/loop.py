@@ -1,0 +1,300 @@
+"""The one round loop: select -> pay the teacher -> train -> evaluate.
+
+Every selection method runs through `run_loop`: pool strategies, Active
+Mixup and random mixup, and plug-ins from outside the package (the protocol
+is `jaxkd.selection.registry.Strategy`). Round 0 pays the teacher for the
+initial set L; each round t >= 1 the strategy returns a query of
+`per_round` items (pool points, or synthetic images described by a recipe),
+the oracle answers it (paying only for answers not yet in the ledger) and
+the student is retrained (from the run's fixed init, as the papers do, or
+fine-tuned) on every answer paid so far.
+
+The loop owns resume, records, checkpoints, progress and the round log.
+After every round the student state (and the strategy's `extra` pytree) and
+the round records are checkpointed with orbax; the ledger holds every paid
+answer with the round that paid for it. A resumed run restores the last
+checkpointed round and recomputes the interrupted round's selection from
+ledger rows of earlier rounds only, so it picks the same items and gets
+them from the ledger for free: no query is ever paid twice.
+
+References: Knowledge Distillation in Deep Networks under a Constrained Query
+Budget; Active Mixup (Wang et al., CVPR 2020).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jaxkd import train
+from jaxkd.checkpoint import Checkpointer
+from jaxkd.selection import SelectionInputs, Strategy, get_strategy
+from jaxkd.selection.registry import LOOP_FIELDS
+from jaxkd.teacher import TeacherOracle
+from jaxkd.validation import JaxkdError, check_k
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+  """Hyperparameters of the round loop (no config reading below this)."""
+  rounds: int = 5
+  per_round: int = 50
+  train_steps: int = 300
+  batch_size: int = 64
+  optimizer: str = "adam"
+  learning_rate: float = 3e-3
+  loss: str = "kd"
+  temperature: float = 4.0
+  retrain: bool = True
+  seed: int = 0
+  strategy_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _optimizer(settings: LoopSettings):
+  return train.make_optimizer(settings.optimizer, settings.learning_rate,
+                              schedule="cosine",
+                              total_steps=settings.train_steps)
+
+
+def fit_student(model, input_shape, settings: LoopSettings, images, targets,
+                labels, seed, mesh, loss, state=None, progress=False,
+                desc="student"):
+  """`settings.train_steps` steps on the given data, from the run's fixed
+  initialisation (key `settings.seed`; `seed` only shuffles), or from `state`
+  when fine-tuning. Every round starting from the same init keeps the curve
+  about the data, not about init luck. The optimizer and loss are cached
+  objects, so every round reuses one compiled step."""
+  if state is None:
+    state = train.create_train_state(model, jax.random.key(settings.seed),
+                                     input_shape, _optimizer(settings))
+  loss_fn = train.make_loss_fn(loss, temperature=settings.temperature)
+  state, _ = train.fit(model, state, images, targets, labels,
+                       steps=settings.train_steps,
+                       batch_size=settings.batch_size, seed=seed,
+                       loss_fn=loss_fn, mesh=mesh, progress=progress, desc=desc)
+  return state
+
+
+@dataclasses.dataclass
+class RoundContext:
+  """What a strategy's hooks see. `state` is the student after the previous
+  round (None before round 0), `extra` the strategy's checkpointed pytree,
+  `cache` its in-memory state for this run, `available` [|U|] bool marks
+  candidates not paid in earlier rounds."""
+  round: int
+  student: nn.Module
+  oracle: TeacherOracle
+  initial_indices: np.ndarray
+  candidate_indices: np.ndarray
+  settings: LoopSettings
+  initial_labels: Optional[np.ndarray] = None
+  mesh: Any = None
+  progress: bool = False
+  state: Any = None
+  extra: Any = None
+  available: Optional[np.ndarray] = None
+  cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  log: Callable[[str], None] = print
+
+  @property
+  def input_shape(self):
+    return self.oracle.pool_images.shape[1:]
+
+  @property
+  def candidate_images(self) -> np.ndarray:
+    return self.oracle.pool_images[self.candidate_indices]
+
+  def paid_answers(self, pool_indices) -> np.ndarray:
+    """Ledger answers [k, C] of already-paid pool points; never pays."""
+    rows = {e["pool_index"]: e["probs"]
+            for e in self.oracle.entries(kind="pool")}
+    missing = [int(i) for i in pool_indices if int(i) not in rows]
+    if missing:
+      raise JaxkdError(f"{len(missing)} pool points (e.g. {missing[0]}) are "
+                       "not in the ledger; refusing to pay for them here.")
+    return np.stack([rows[int(i)] for i in pool_indices])
+
+  def fit(self, images, targets, labels=None, *, seed: int,
+          loss: Optional[str] = None, state=None, desc: Optional[str] = None):
+    """The standard student training of this run (see `fit_student`)."""
+    if labels is None:
+      labels = np.argmax(targets, -1)
+    return fit_student(
+        self.student, self.input_shape, self.settings, images, targets,
+        labels, seed, self.mesh, loss or self.settings.loss, state=state,
+        progress=self.progress, desc=desc or f"r{self.round}")
+
+  def predict(self, variables, images, return_embeddings=False):
+    return train.predict(self.student, variables, images, mesh=self.mesh,
+                         return_embeddings=return_embeddings)
+
+
+def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
+             oracle: TeacherOracle, initial_indices: np.ndarray,
+             candidate_indices: Optional[np.ndarray] = None,
+             test_images: np.ndarray, test_labels: np.ndarray,
+             teacher_accuracy: float, settings: LoopSettings, workdir: str,
+             initial_labels: Optional[np.ndarray] = None,
+             name: Optional[str] = None, mesh=None, progress: bool = True,
+             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """Runs (or resumes) one strategy's active distillation; returns records.
+
+  Args:
+    strategy: a registered name, an import path 'pkg.mod:attr', or a
+      `Strategy`.
+    student: the student Flax module.
+    oracle: the teacher oracle over `oracle.pool_images`.
+    initial_indices: [|L|] oracle-pool indices paid for in round 0.
+    candidate_indices: [|U|] oracle-pool indices pool strategies choose from
+      (empty for strategies with scope "initial").
+    test_images, test_labels: held-out evaluation set.
+    teacher_accuracy: the teacher's test accuracy (for the success rate).
+    settings: LoopSettings.
+    workdir: this run's directory (checkpoints/ and rounds.json live here).
+    initial_labels: ground-truth labels of L if known (RAD's mistake rate,
+      gap_diversity's baseline student).
+    name: label of the records and log lines (default: the strategy name).
+
+  Returns:
+    One dict per round: round, queries (paid in rounds <= this one),
+    student_accuracy, teacher_accuracy, success_rate, wall_time (s),
+    selected, train_size, unpaid_teacher_forwards.
+  """
+  strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+  name = name or (strategy if isinstance(strategy, str) else strat.name)
+  initial_indices = np.asarray(initial_indices, np.int64)
+  candidate_indices = np.asarray(
+      [] if candidate_indices is None else candidate_indices, np.int64)
+  _check_plan(settings, strat, initial_indices, candidate_indices, oracle)
+  os.makedirs(workdir, exist_ok=True)
+  ctx = RoundContext(round=0, student=student, oracle=oracle,
+                     initial_indices=initial_indices,
+                     candidate_indices=candidate_indices, settings=settings,
+                     initial_labels=initial_labels, mesh=mesh,
+                     progress=progress, log=log)
+  ctx.extra = strat.init_extra(ctx)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    records, start = _resume(ckpt, ctx, name, log)
+    for r in range(start, settings.rounds + 1):
+      t0 = time.time()
+      forwards_before = oracle.unpaid_forwards
+      ctx.round = r
+      if r == 0:
+        oracle.query(initial_indices, round=0)
+        selected = len(initial_indices)
+      else:
+        paid = oracle.queried_indices(max_round=r - 1)
+        ctx.available = ~np.isin(candidate_indices, paid)
+        inputs = _selection_inputs(strat, ctx)
+        key = jax.random.fold_in(jax.random.key(settings.seed), r)
+        opts = dict(settings.strategy_options)
+        query = strat.select(key, ctx, inputs, settings.per_round, **opts)
+        selected = query.pay(ctx, round=r)
+      images, targets = strat.training_data(ctx, r)
+      prev = None if settings.retrain else ctx.state
+      ctx.state, ctx.extra = strat.train(
+          ctx, images, targets, seed=settings.seed + 1000 * r, state=prev,
+          extra=ctx.extra)
+      _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
+                    test_labels, teacher_accuracy, log, t0,
+                    selected=selected, train_size=len(images),
+                    unpaid_teacher_forwards=(oracle.unpaid_forwards
+                                             - forwards_before))
+  finally:
+    ckpt.close()
+  return records
+
+
+def _check_plan(settings, strat, initial, candidates, oracle):
+  """Budget and capacity, before anything is paid."""
+  if settings.rounds < 0:
+    raise JaxkdError(f"rounds must be >= 0, got {settings.rounds}.")
+  if settings.rounds:
+    capacity = strat.capacity(len(initial), len(candidates))
+    what = "pool points" if strat.scope == "pool" else "candidate queries"
+    check_k(settings.per_round, capacity, what)
+    if settings.rounds * settings.per_round > capacity:
+      raise JaxkdError(
+          f"{settings.rounds} rounds x {settings.per_round} need more than the "
+          f"{capacity} {what}.")
+  need = len(initial) + settings.rounds * settings.per_round
+  if need > oracle.budget:
+    raise JaxkdError(
+        f"{len(initial)} initial + {settings.rounds} rounds x "
+        f"{settings.per_round} = {need} queries exceed the budget of "
+        f"{oracle.budget}.")
+
+
+def _template(ctx: RoundContext):
+  state = train.create_train_state(ctx.student,
+                                   jax.random.key(ctx.settings.seed),
+                                   ctx.input_shape, _optimizer(ctx.settings))
+  return state if ctx.extra is None else {"student": state,
+                                          "extra": ctx.extra}
+
+
+def _resume(ckpt: Checkpointer, ctx: RoundContext, name, log):
+  """Restores ctx.state/extra; returns (records, first round to run)."""
+  if ckpt.latest_step() is None:
+    return [], 0
+  restored, meta = ckpt.restore(_template(ctx))
+  if ctx.extra is None:
+    ctx.state = restored
+  else:
+    ctx.state, ctx.extra = restored["student"], restored["extra"]
+  log(f"[{name}] resumed after round {meta['round']} "
+      f"({ctx.oracle.spent} answers in the ledger)")
+  return meta["records"], meta["round"] + 1
+
+
+def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
+                  test_labels, teacher_accuracy, log, t0, **extra):
+  """Evaluates, records, checkpoints (state + records) and logs one round."""
+  acc = train.accuracy(ctx.student, ctx.state.variables, test_images,
+                       test_labels, mesh=ctx.mesh)
+  # Paid in rounds <= r: the ledger may already hold rows of a later round
+  # that was interrupted before its checkpoint.
+  queries = len(ctx.oracle.entries(max_round=r))
+  rec = dict(round=r, queries=queries, student_accuracy=acc,
+             teacher_accuracy=float(teacher_accuracy),
+             success_rate=acc / max(float(teacher_accuracy), 1e-12),
+             wall_time=time.time() - t0,
+             **{k: int(v) for k, v in extra.items()})
+  records.append(rec)
+  saved = ctx.state if ctx.extra is None else {"student": ctx.state,
+                                               "extra": ctx.extra}
+  ckpt.save(r, jax.device_get(saved), {"round": r, "records": records})
+  with open(os.path.join(workdir, "rounds.json"), "w") as f:
+    json.dump(records, f, indent=1)
+  log(f"[{name}] round {r}: queries={rec['queries']} "
+      f"student={acc:.4f} success={rec['success_rate']:.3f} "
+      f"({rec['wall_time']:.1f}s)")
+
+
+def _selection_inputs(strat: Strategy, ctx: RoundContext) -> SelectionInputs:
+  """The declared loop-computed fields, plus the strategy's `prepare`."""
+  needs = strat.needs
+  fields: Dict[str, Any] = {"available": ctx.available}
+  if needs & LOOP_FIELDS - {"available"}:
+    pool = ctx.candidate_images
+    if needs & {"probs", "logits", "embeddings"}:
+      logits, emb = ctx.predict(ctx.state.variables, pool,
+                                return_embeddings=True)
+      fields.update(logits=logits, probs=np.asarray(jax.nn.softmax(logits)),
+                    embeddings=emb)
+    if "pixels" in needs:
+      fields["pixels"] = pool.reshape(len(pool), -1)
+    if "teacher_probs" in needs:
+      if "teacher_probs" not in ctx.cache:  # the teacher is fixed: one pass.
+        ctx.cache["teacher_probs"] = ctx.oracle.peek(pool)
+      fields["teacher_probs"] = ctx.cache["teacher_probs"]
+  fields.update(strat.prepare(ctx))
+  return SelectionInputs(**fields)
