@@ -160,3 +160,11 @@ class CostCounter:
 
   def __repr__(self) -> str:
     return f"CostCounter({self.as_dict()})"
+
+
+def unix_step_counts(n: int, config) -> tuple:
+  """(teacher forwards, student forwards, student backwards) of one UNIX
+  step on n images keeping `config.k` (`jaxkd.unix.UnixConfig`): the N-image
+  uncertainty pass only when the ranking needs the student."""
+  return (config.k, config.k + (n if config.needs_student_pass else 0),
+          config.k)

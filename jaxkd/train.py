@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 
 from jaxkd import losses, parallel
 from jaxkd.models import apply_model, init_model
+from jaxkd.registry import Registry
 from jaxkd.validation import JaxkdError, check_finite, check_rank
 
 LossFn = Callable[..., jax.Array]
@@ -51,7 +52,8 @@ def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
                    momentum: float = 0.9, weight_decay: float = 0.0,
                    schedule: str = "cosine", total_steps: int = 1000,
                    warmup_steps: int = 0) -> optax.GradientTransformation:
-  """SGD-momentum or Adam(W) with a constant, cosine or step schedule.
+  """An optimizer of `OPTIMIZERS` ("sgd" with momentum, "adam" = AdamW, or
+  an import path) with a constant, cosine or step schedule.
 
   Cached: equal arguments return the same transformation object, so jitted
   steps that close over it are compiled once, not once per call.
@@ -67,14 +69,26 @@ def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
         learning_rate, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1})
   else:
     raise JaxkdError(f"Unknown schedule {schedule!r}; use constant, cosine or step.")
-  if name == "sgd":
-    tx = optax.sgd(lr, momentum=momentum, nesterov=False)
-    if weight_decay:
-      tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
-    return tx
-  if name == "adam":
-    return optax.adamw(lr, weight_decay=weight_decay)
-  raise JaxkdError(f"Unknown optimizer {name!r}; use sgd or adam.")
+  return OPTIMIZERS.get(name)(lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _sgd(lr, *, momentum, weight_decay):
+  tx = optax.sgd(lr, momentum=momentum, nesterov=False)
+  if weight_decay:
+    tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
+  return tx
+
+
+def _adam(lr, *, momentum, weight_decay):
+  del momentum
+  return optax.adamw(lr, weight_decay=weight_decay)
+
+
+# Optimizers by name: factory(lr_schedule, *, momentum, weight_decay) ->
+# optax.GradientTransformation. Register more, or name one by import path.
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("sgd", _sgd)
+OPTIMIZERS.register("adam", _adam)
 
 
 def create_train_state(model: nn.Module, key: jax.Array, input_shape,
@@ -93,21 +107,29 @@ def make_loss_fn(kind: str = "kd", *, temperature: float = 4.0,
                  kd_weight: float = 0.9, ce_weight: float = 0.1) -> LossFn:
   """Returns loss(logits, targets [B,C] teacher probs, labels [B], mask [B]).
 
-  kind: "kd" (Hinton KD at `temperature`), "soft_ce" (cross-entropy with the
-  teacher's probabilities), "hard_ce" (cross-entropy with `labels`), or "mix"
-  (ce_weight CE(labels) + kd_weight KD). Cached like `make_optimizer`.
+  kind: a name in `LOSSES`: "kd" (Hinton KD at `temperature`), "soft_ce"
+  (cross-entropy with the teacher's probabilities), "hard_ce" (cross-entropy
+  with `labels`), "mix" (ce_weight CE(labels) + kd_weight KD), or an import
+  path 'pkg.mod:factory'. Cached like `make_optimizer`.
   """
-  if kind == "kd":
-    return lambda lo, t, y, m: losses.kd_loss_from_probs(lo, t, temperature, m)
-  if kind == "soft_ce":
-    return lambda lo, t, y, m: losses.soft_cross_entropy(lo, t, m)
-  if kind == "hard_ce":
-    return lambda lo, t, y, m: losses.hard_cross_entropy(lo, y, m)
-  if kind == "mix":
-    return lambda lo, t, y, m: losses.mixed_kd_loss(
+  return LOSSES.get(kind)(temperature=temperature, kd_weight=kd_weight,
+                         ce_weight=ce_weight)
+
+
+# Losses by name: factory(*, temperature, kd_weight, ce_weight) ->
+# loss(logits, targets, labels, mask). Register more, or name one by
+# import path.
+LOSSES = Registry("loss")
+LOSSES.register("kd", lambda temperature, **_: (
+    lambda lo, t, y, m: losses.kd_loss_from_probs(lo, t, temperature, m)))
+LOSSES.register("soft_ce", lambda **_: (
+    lambda lo, t, y, m: losses.soft_cross_entropy(lo, t, m)))
+LOSSES.register("hard_ce", lambda **_: (
+    lambda lo, t, y, m: losses.hard_cross_entropy(lo, y, m)))
+LOSSES.register("mix", lambda temperature, kd_weight, ce_weight: (
+    lambda lo, t, y, m: losses.mixed_kd_loss(
         lo, t, y, temperature=temperature, kd_weight=kd_weight,
-        ce_weight=ce_weight, mask=m)
-  raise JaxkdError(f"Unknown loss {kind!r}; use kd, soft_ce, hard_ce or mix.")
+        ce_weight=ce_weight, mask=m)))
 
 
 # ------------------------------------------------------------------ steps ---
@@ -217,38 +239,73 @@ def accuracy(model: nn.Module, variables, images, labels, **kw) -> float:
 # ------------------------------------------------------------------- loop ---
 
 
+StepFn = Callable[[Any, tuple, int], tuple]
+
+
+def standard_step_fn(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
+                     batch_size: int) -> StepFn:
+  """The default `fit` step: pads the rows to `batch_size` with a mask,
+  shards them over `mesh` and runs the jitted, donated `train_step`."""
+  step = _jitted_train_step(model, loss_fn, mesh)
+  sharding = parallel.data_sharding(mesh)
+
+  def step_fn(state, rows, t):
+    del t
+    xb, tb, yb = (_pad_rows(a, batch_size) for a in rows)
+    mask = (np.arange(batch_size) < len(rows[0])).astype(np.float32)
+    batch = Batch(*(jax.device_put(a, sharding) for a in (xb, tb, yb, mask)))
+    return step(state, batch)
+
+  return step_fn
+
+
 def fit(model: nn.Module, state: TrainState, images: np.ndarray,
-        targets: np.ndarray, labels: Optional[np.ndarray] = None, *,
-        batch_size: int, seed: int, loss_fn: LossFn,
+        targets: Optional[np.ndarray] = None,
+        labels: Optional[np.ndarray] = None, *, batch_size: int, seed: int,
+        loss_fn: Optional[LossFn] = None, step_fn: Optional[StepFn] = None,
         epochs: Optional[int] = None, steps: Optional[int] = None,
         mesh: Optional[Mesh] = None, desc: str = "train",
         progress: bool = True):
   """Trains `state` on (images, targets, labels) for `epochs` or `steps`.
 
-  Shuffles with a seeded NumPy RNG each epoch. Every batch has exactly
-  `batch_size` rows: the last partial batch of an epoch is zero-padded and
-  masked, not dropped, so the step compiles once. Returns (state, history)
-  where history lists the mean loss per epoch.
+  Shuffles with a seeded NumPy RNG each epoch. With the default step
+  (`loss_fn` given) every batch has exactly `batch_size` rows: the last
+  partial batch of an epoch is zero-padded and masked, not dropped, so the
+  step compiles once. Any training mode plugs in through `step_fn(state,
+  rows, t) -> (state, metrics)`, where `rows` = (images, targets, labels)
+  holds the batch's real rows as NumPy arrays (targets None when not
+  given) and t is the step number; metrics must hold "loss". UNIX
+  (`jaxkd.unix.unix_fit`) and strategies that own their training step train
+  this way. Returns (state, history) where history lists the mean loss per
+  epoch.
   """
+  if (loss_fn is None) == (step_fn is None):
+    raise JaxkdError("fit needs exactly one of loss_fn or step_fn.")
   check_rank("images", images, 4)
   check_finite("images", images)
-  check_rank("targets", targets, 2)
-  check_finite("targets", targets)
   n = len(images)
-  if len(targets) != n:
-    raise JaxkdError(f"{n} images but {len(targets)} targets.")
-  if labels is None:
+  if targets is not None:
+    check_rank("targets", targets, 2)
+    check_finite("targets", targets)
+    if len(targets) != n:
+      raise JaxkdError(f"{n} images but {len(targets)} targets.")
+  elif step_fn is None:
+    raise JaxkdError("fit with a loss_fn needs targets.")
+  if labels is None and targets is not None:
     labels = np.argmax(targets, -1)
-  labels = np.asarray(labels, np.int32)
-  if len(labels) != n:
-    raise JaxkdError(f"{n} images but {len(labels)} labels.")
+  if labels is not None:
+    labels = np.asarray(labels, np.int32)
+    if len(labels) != n:
+      raise JaxkdError(f"{n} images but {len(labels)} labels.")
   if n == 0:
     raise JaxkdError("fit needs at least one training example.")
   if (epochs is None) == (steps is None):
     raise JaxkdError("fit needs exactly one of epochs or steps.")
   mesh = mesh or parallel.make_mesh()
-  k = parallel.num_shards(mesh)
-  batch_size = -(-batch_size // k) * k
+  if step_fn is None:
+    k = parallel.num_shards(mesh)
+    batch_size = -(-batch_size // k) * k
+    step_fn = standard_step_fn(model, loss_fn, mesh, batch_size)
   steps_per_epoch = -(-n // batch_size)
   total = steps if steps is not None else epochs * steps_per_epoch
   state = parallel.replicate(mesh, state)
@@ -256,17 +313,16 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
   history, epoch_losses = [], []
   bar = _progress(total, desc, progress)
   images = np.asarray(images, np.float32)
-  targets = np.asarray(targets, np.float32)
+  if targets is not None:
+    targets = np.asarray(targets, np.float32)
   for t in range(total):
     s = t % steps_per_epoch
     if s == 0:
       order = rng.permutation(n)
     idx = order[s * batch_size:(s + 1) * batch_size]
-    xb, tb, yb = (_pad_rows(a[idx], batch_size) for a in (images, targets, labels))
-    mask = np.arange(batch_size) < len(idx)
-    batch = Batch(*(jax.device_put(a, parallel.data_sharding(mesh))
-                    for a in (xb, tb, yb, mask.astype(np.float32))))
-    state, metrics = _jitted_train_step(model, loss_fn, mesh)(state, batch)
+    rows = tuple(None if a is None else a[idx]
+                 for a in (images, targets, labels))
+    state, metrics = step_fn(state, rows, t)
     epoch_losses.append(metrics["loss"])
     bar.update(1)
     if s == steps_per_epoch - 1 or t == total - 1:

@@ -31,6 +31,12 @@ in. k is padded up to a multiple of the device count with masked rows (they
 carry no loss; BatchNorm batch statistics in train mode do see them, as in
 `jaxkd.train`).
 
+This module is the method's math: config, correction factor, mixing,
+selection and the jitted step (uncertainty scores are shared with the pool
+strategies in `jaxkd.scores`). Training goes through `jaxkd.train.fit`:
+`unix_step_fn` is its step function and `unix_fit` the call; the passes each
+step costs are counted in `jaxkd.cost` (`unix_step_counts`, `CostCounter`).
+
 Ablations of the paper are `UnixConfig` switches (`method_config` names them):
 plain KD (all N, no student pass), Random+KD (random k of N, no mixup),
 uncertainty without mixup, mixup without uncertainty (random order),
@@ -54,14 +60,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxkd import losses, parallel
+from jaxkd import losses, parallel, train
 from jaxkd.cost import CostCounter
+from jaxkd.cost import unix_step_counts as step_counts  # noqa: F401
 from jaxkd.models import apply_model
-from jaxkd.selection.baselines import margin_uncertainty
+from jaxkd.scores import SCORE_KINDS, uncertainty_scores  # noqa: F401
 from jaxkd.train import TrainState
 from jaxkd.validation import JaxkdError, check_finite, check_rank
 
-SCORE_KINDS = ("entropy", "confidence", "margin")
 ORDER_KINDS = SCORE_KINDS + ("random", "none")
 FEATURE_LOSSES = ("at", "sp")
 _DEFAULT_FEATURE_WEIGHT = {"at": 1000.0, "sp": 3000.0}
@@ -176,29 +182,6 @@ def method_config(method: str, *, batch_size: int, k: int,
 
 
 # ------------------------------------------------------------ pure parts ---
-
-
-def uncertainty_scores(logits: jax.Array, kind: str = "entropy") -> jax.Array:
-  """Per-image uncertainty, larger = more uncertain.
-
-  Args:
-    logits: [B, C].
-    kind: "entropy" (-sum p log p), "confidence" (-max p) or "margin"
-      (-(p1 - p2), p1 >= p2 the two largest probabilities).
-
-  Returns:
-    [B] float scores.
-  """
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  p = jnp.exp(logp)
-  if kind == "entropy":
-    return -jnp.sum(p * logp, axis=-1)
-  if kind == "confidence":
-    return -jnp.max(p, axis=-1)
-  if kind == "margin":
-    return margin_uncertainty(p)
-  raise JaxkdError(f"Unknown uncertainty {kind!r}; use one of "
-                   f"{', '.join(SCORE_KINDS)}.")
 
 
 def correction_factor(num_ranks: int, batch_size: int, *, w: float,
@@ -435,19 +418,20 @@ def unix_train_step(state: TrainState, teacher_variables, images, key, *,
   """
   check_rank("images", images, 4)
   check_finite("images", images)
+  config.validate(int(images.shape[0]))
+  return _run_step(state, teacher_variables, images, key, student=student,
+                   teacher=teacher, config=config,
+                   mesh=mesh or parallel.make_mesh())
+
+
+def _run_step(state, teacher_variables, images, key, *, student, teacher,
+              config, mesh):
+  """`unix_train_step` without the host-side checks (done at the boundary)."""
   n = int(images.shape[0])
-  config.validate(n)
-  mesh = mesh or parallel.make_mesh()
   x, _ = parallel.shard_batch(mesh, images)
   step = _jitted_unix_step(student, teacher, config, mesh, n,
                            kept_padded(config.k, mesh))
   return step(state, teacher_variables, x, key)
-
-
-def step_counts(n: int, config: UnixConfig) -> Tuple[int, int, int]:
-  """(teacher forwards, student forwards, student backwards) of one step."""
-  return (config.k, config.k + (n if config.needs_student_pass else 0),
-          config.k)
 
 
 def config_for_batch(config: UnixConfig, n: int, batch_size: int) -> UnixConfig:
@@ -459,54 +443,55 @@ def config_for_batch(config: UnixConfig, n: int, batch_size: int) -> UnixConfig:
   return dataclasses.replace(config, k=k, b=b)
 
 
+def unix_step_fn(student: nn.Module, teacher: nn.Module, teacher_variables,
+                 config: UnixConfig, *, batch_size: int, seed: int,
+                 mesh: Mesh, counter: Optional[CostCounter] = None):
+  """A `jaxkd.train.fit` step function running UNIX steps.
+
+  Step t uses the key fold_in(key(seed), t); a batch of n < batch_size
+  images keeps ceil(k n / batch_size) of them (`config_for_batch`).
+  `counter` (if given) is updated with each step's teacher/student passes.
+  The inputs are checked once by `fit`, not per step.
+  """
+  key = jax.random.key(seed)
+  teacher_variables = parallel.replicate(mesh, teacher_variables)
+
+  def step_fn(state, rows, t):
+    images = rows[0]
+    n = len(images)
+    cfg = config_for_batch(config, n, batch_size)
+    state, metrics = _run_step(state, teacher_variables, images,
+                               jax.random.fold_in(key, t), student=student,
+                               teacher=teacher, config=cfg, mesh=mesh)
+    if counter is not None:
+      counter.add(n, *step_counts(n, cfg))
+    return state, metrics
+
+  return step_fn
+
+
 def unix_fit(student: nn.Module, state: TrainState, teacher: nn.Module,
              teacher_variables, images: np.ndarray, *, epochs: int,
              batch_size: int, seed: int, config: UnixConfig,
              mesh: Optional[Mesh] = None,
              counter: Optional[CostCounter] = None,
              progress: bool = True, desc: str = "unix"):
-  """Trains `state` for `epochs` passes over `images` with UNIX steps.
-
-  Batches of `batch_size` images in a seeded random order; a last partial
-  batch of n images keeps ceil(k n / batch_size) of them. `counter` (if
-  given) is updated with the teacher/student passes of every step.
+  """Trains `state` for `epochs` passes over `images` with UNIX steps,
+  through `jaxkd.train.fit` (its batching, progress and history).
 
   Returns:
     (state, history) with history the mean loss per epoch.
   """
   check_rank("images", images, 4)
-  check_finite("images", images)
   config.validate(batch_size)
-  n_total = len(images)
-  if n_total == 0:
+  if len(images) == 0:
     raise JaxkdError("unix_fit needs at least one training image.")
   mesh = mesh or parallel.make_mesh()
-  state = parallel.replicate(mesh, state)
-  teacher_variables = parallel.replicate(mesh, teacher_variables)
   check_feature_maps(student, state.variables, teacher, teacher_variables,
                      images.shape[1:], config.feature_loss)
-  rng = np.random.default_rng(seed)
-  key = jax.random.key(seed)
-  steps = -(-n_total // batch_size)
-  from tqdm.auto import tqdm
-  bar = tqdm(total=epochs * steps, desc=desc, disable=not progress,
-             leave=False, dynamic_ncols=True)
-  history = []
-  for epoch in range(epochs):
-    order = rng.permutation(n_total)
-    epoch_losses = []
-    for s in range(steps):
-      idx = order[s * batch_size:(s + 1) * batch_size]
-      cfg = config_for_batch(config, len(idx), batch_size)
-      state, metrics = unix_train_step(
-          state, teacher_variables, images[idx],
-          jax.random.fold_in(key, epoch * steps + s), student=student,
-          teacher=teacher, config=cfg, mesh=mesh)
-      if counter is not None:
-        counter.add(len(idx), *step_counts(len(idx), cfg))
-      epoch_losses.append(metrics["loss"])
-      bar.update(1)
-    history.append(float(np.mean(jax.device_get(epoch_losses))))
-    bar.set_postfix(loss=f"{history[-1]:.4f}")
-  bar.close()
-  return state, history
+  step_fn = unix_step_fn(student, teacher, teacher_variables, config,
+                         batch_size=batch_size, seed=seed, mesh=mesh,
+                         counter=counter)
+  return train.fit(student, state, images, batch_size=batch_size, seed=seed,
+                   step_fn=step_fn, epochs=epochs, mesh=mesh, desc=desc,
+                   progress=progress)

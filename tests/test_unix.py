@@ -195,3 +195,54 @@ def test_bad_method_and_feature_mismatch_raise():
   with pytest.raises(JaxkdError, match="maps"):
     unix.check_feature_maps(_S, st.variables, mlp, _init(mlp, 0), (8, 8, 1),
                             "at")
+
+
+# ------------------------------------------------- training through fit ---
+
+
+def test_unix_fit_trains_through_train_fit_as_the_paper_loop():
+  """unix_fit (train.fit with the UNIX step) equals the paper's loop written
+  out here: epochs of a seeded permutation, batches of N (a last partial
+  batch keeping ceil(k n / N)), step t keyed fold_in(key(seed), t)."""
+  from jaxkd import cost
+  cfg = unix.method_config("unix", batch_size=8, k=6)
+  images = _images(20)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  st, tv = _states()
+  counter = cost.CostCounter()
+  got, history = unix.unix_fit(_S, st, _T, tv, images, epochs=2, batch_size=8,
+                               seed=3, config=cfg, mesh=mesh, counter=counter,
+                               progress=False)
+  want, _ = _states()
+  want = parallel.replicate(mesh, want)
+  rng, key, t = np.random.default_rng(3), jax.random.key(3), 0
+  for _ in range(2):
+    order = rng.permutation(20)
+    for s in range(3):
+      idx = order[s * 8:(s + 1) * 8]
+      c = unix.config_for_batch(cfg, len(idx), 8)
+      want, _ = unix.unix_train_step(want, tv, images[idx],
+                                     jax.random.fold_in(key, t), student=_S,
+                                     teacher=_T, config=c, mesh=mesh)
+      t += 1
+  for a, b in zip(jax.tree.leaves(jax.device_get(got.params)),
+                  jax.tree.leaves(jax.device_get(want.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert len(history) == 2 and int(got.step) == 6
+  # 2 epochs of 8 + 8 + 4 images; k = 6 of 8, ceil(6 * 4 / 8) = 3 of 4.
+  assert counter.as_dict()["teacher_forwards"] == 2 * (6 + 6 + 3)
+
+
+def test_unix_job_runs_through_the_one_entry_point(tmp_path):
+  from jaxkd import experiment
+  from jaxkd.configs import common
+  c = common.unix_config(student="mlp", seeds=(0,), progress=False)
+  c.teacher.update(model="mlp", epochs=1)
+  c.unix.update(methods=("kd", "unix"), epochs=1, max_train=64,
+                batch_size=16, k=12)
+  out = experiment.train_and_evaluate(c, str(tmp_path))
+  assert out["job"] == "unix" and set(out["strategies"]) == {"kd", "unix"}
+  kd, ux = (out["strategies"][m][0][0] for m in ("kd", "unix"))
+  assert kd["computation"] == pytest.approx(1.0)
+  assert ux["computation"] < 1.0
+  assert "UNIX" in out["table"] and (tmp_path / "results.json").exists()
