@@ -1,55 +1,199 @@
-"""`train_and_evaluate(config, workdir)`: the whole active-distillation job.
+"""`train_and_evaluate(config, workdir)`: every jaxkd experiment.
 
-Phases: data and pools -> teacher (trained once, checkpointed) -> for each
-strategy and seed, the active loop with its own ledger and checkpoints ->
-results.json, curve.png and a printed table. This is the only module that
-reads a config; everything below it takes keyword arguments.
+The one job behind `python -m jaxkd.main --config=FILE.py:variant`. It reads
+the config (the only module that does), checks it before anything is paid,
+and dispatches on `config.job`:
+
+  "active" (default): data and pools -> teacher (trained once,
+    checkpointed) -> for each strategy and seed, the one round loop
+    (`jaxkd.loop.run_loop`) with its own ledger and checkpoints;
+  "unix": teacher -> for each UNIX method (KD, Random+KD, UNIX, ablations)
+    and seed, a student trained through `jaxkd.train.fit` with the UNIX
+    step, with its computation counted.
+
+Both end in the same report: results.json, a ranked table (mean +- std over
+seeds) printed and stored, and curve.png for the active job.
 
 Run directory layout:
+  workdir/config.json              the config that produced this directory
   workdir/teacher/                 orbax checkpoint of the trained teacher
   workdir/<strategy>/seed<s>/      ledger.sqlite, checkpoints/, rounds.json
   workdir/results.json, workdir/curve.png
+
+A resume with a config that changes results (steps, optimizer, loss, lr,
+temperature, teacher, student, split, budget, rounds, dataset, ...) is
+refused with a one-line diff unless `resume_with_changes=True`, which is
+then recorded in results.json.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
+import types
 from typing import Any, Dict, List
 
 import jax
 import ml_collections
 import numpy as np
 
-from jaxkd import active, data, parallel, plotting, train
+from jaxkd import data, loop, parallel, plotting, train
 from jaxkd.checkpoint import Checkpointer
-from jaxkd.models import get_model
+from jaxkd.models import MODELS, get_model
 from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
 from jaxkd.validation import JaxkdError
 
-
-# Active Mixup (Wang et al., CVPR 2020) runs as a strategy of this job too:
-# its queries are synthetic images x_ij(lam) of the initial set L (the n
-# real images), so it uses `active.run_mixup_loop` and never touches U.
-MIXUP_STRATEGIES = {"active_mixup": "active", "random_mixup": "random"}
-
-
-def check_strategy_name(name: str) -> None:
-  """Raises JaxkdError for a name that is neither registered nor a mixup
-  strategy (the message lists the known names)."""
-  if name in MIXUP_STRATEGIES:
-    return
-  try:
-    get_strategy(name)
-  except JaxkdError as e:
-    raise JaxkdError(f"{e} The job also runs: "
-                     f"{', '.join(MIXUP_STRATEGIES)}.") from None
+# Config keys that do not change any result: never part of the resume check.
+_RESUME_FREE = ("progress", "resume_with_changes", "strategies", "seeds",
+                "data_dir", "unix.methods", "_accepted_changes")
 
 
 def _log(msg: str) -> None:
   print(msg, flush=True)
+
+
+def check_strategy_name(name: str) -> None:
+  """Raises JaxkdError for a name that is neither registered nor an
+  importable 'pkg.module:attr' strategy (the message lists known names)."""
+  get_strategy(name)
+
+
+def run_dirname(name: str) -> str:
+  """A strategy's directory name: import paths ('pkg.mod:attr') and other
+  characters that could leave the workdir become '_'."""
+  out = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".")
+  return out or "_"
+
+
+# -------------------------------------------------------------- checks ---
+
+
+def _plain(tree):
+  """JSON-able copy (tuples -> lists) for comparisons and config.json."""
+  return json.loads(json.dumps(tree, default=str))
+
+
+def _flat(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _diff(old, new, prefix="") -> str:
+  a, b = _flat(old, prefix), _flat(new, prefix)
+  keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  return ", ".join(f"{k} {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
+                   for k in keys)
+
+
+def config_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+  """One-line diff of the result-changing keys of two config dicts ('' if
+  none); keys in `_RESUME_FREE` (progress, strategies, seeds, ...) may
+  change freely."""
+  strip = lambda d: {k: v for k, v in _flat(_plain(d)).items()
+                     if not any(k == f or k.startswith(f + ".")
+                                for f in _RESUME_FREE)}
+  return _diff(strip(old), strip(new))
+
+
+def _check_resume(config, workdir) -> List[str]:
+  """Compares with workdir/config.json; writes it. Returns the accepted
+  changes (recorded in results.json)."""
+  path = os.path.join(workdir, "config.json")
+  new = _plain(config.to_dict())
+  accepted = []
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diff = config_changes(old, new)
+    if diff:
+      if not config.get("resume_with_changes", False):
+        raise JaxkdError(
+            f"{workdir} was run with another config ({diff}); rerun with "
+            "--config.resume_with_changes=True to accept, or use a new "
+            "workdir.")
+      accepted = [diff] + list(old.get("_accepted_changes", []))
+  new["_accepted_changes"] = accepted
+  with open(path, "w") as f:
+    json.dump(new, f, indent=1)
+  return accepted
+
+
+def _positive(name, value, *, integer=False, zero_ok=False):
+  ok_type = (isinstance(value, (int, np.integer)) and not isinstance(
+      value, bool)) if integer else isinstance(value, (int, float, np.number))
+  if not ok_type or not math.isfinite(value) or (
+      value < 0 if zero_ok else value <= 0):
+    kind = "an int" if integer else "a finite number"
+    rel = ">= 0" if zero_ok else "> 0"
+    raise JaxkdError(f"config.{name} must be {kind} {rel}, got {value!r}.")
+
+
+def _check_names(config):
+  if config.dataset not in data.dataset_names() and ":" not in config.dataset:
+    raise JaxkdError(f"Unknown dataset {config.dataset!r}; known: "
+                     f"{', '.join(data.dataset_names())}.")
+  MODELS.get(config.student) if ":" in config.student else get_model(
+      config.student, 10)
+  MODELS.get(config.teacher.model) if ":" in config.teacher.model else (
+      get_model(config.teacher.model, 10))
+  train.OPTIMIZERS.get(config.teacher.optimizer)
+
+
+def validate_config(config) -> None:
+  """One-line JaxkdError for any value that would waste paid queries,
+  before anything is trained or paid."""
+  job = config.get("job", "active")
+  if job not in ("active", "unix"):
+    raise JaxkdError(f"Unknown job {job!r}; use 'active' or 'unix'.")
+  if not tuple(config.seeds):
+    raise JaxkdError("config.seeds is empty: nothing would run.")
+  for s in config.seeds:
+    _positive("seeds", s, integer=True, zero_ok=True)
+  tc = config.teacher
+  _positive("teacher.epochs", tc.epochs, integer=True)
+  _positive("teacher.batch_size", tc.batch_size, integer=True)
+  _positive("teacher.learning_rate", tc.learning_rate)
+  _check_names(config)
+  if job == "unix":
+    return _validate_unix(config)
+  if not tuple(config.strategies):
+    raise JaxkdError("config.strategies is empty: nothing would run.")
+  for name in config.strategies:
+    check_strategy_name(name)
+  _positive("rounds", config.rounds, integer=True, zero_ok=True)
+  _positive("per_round", config.per_round, integer=True)
+  lc = config.loop
+  _positive("loop.train_steps", lc.train_steps, integer=True)
+  _positive("loop.batch_size", lc.batch_size, integer=True)
+  _positive("loop.learning_rate", lc.learning_rate)
+  _positive("loop.temperature", lc.temperature)
+  train.OPTIMIZERS.get(lc.optimizer)
+  train.LOSSES.get(lc.loss)
+
+
+def _validate_unix(config):
+  from jaxkd import unix
+  uc = config.unix
+  _positive("unix.epochs", uc.epochs, integer=True)
+  _positive("unix.batch_size", uc.batch_size, integer=True)
+  _positive("unix.lr", uc.lr)
+  _positive("unix.temperature", uc.temperature)
+  if not tuple(uc.methods):
+    raise JaxkdError("config.unix.methods is empty: nothing would run.")
+  for method in uc.methods:
+    _unix_method_config(unix, uc, method)
+
+
+# ---------------------------------------------------------------- parts ---
 
 
 def load_pools(config: ml_collections.ConfigDict):
@@ -62,7 +206,8 @@ def load_pools(config: ml_collections.ConfigDict):
 
 
 def train_teacher(config, dataset, pools, workdir, mesh):
-  """Trains (or restores) the teacher on the teacher-train split."""
+  """Trains (or restores) the teacher on the teacher-train split. The
+  checkpoint records the teacher config; a changed one is refused."""
   tc = config.teacher
   model = get_model(tc.model, dataset.num_classes)
   images, labels = pools.teacher_train_images, pools.teacher_train_labels
@@ -74,6 +219,14 @@ def train_teacher(config, dataset, pools, workdir, mesh):
   ckpt = Checkpointer(os.path.join(workdir, "teacher"), max_to_keep=1)
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
+    old = meta.get("config")
+    if old is not None and old != _plain(tc.to_dict()):
+      ckpt.close()
+      raise JaxkdError(
+          f"{os.path.join(workdir, 'teacher')} holds a teacher trained with "
+          f"{_diff(old, _plain(tc.to_dict()), 'teacher.')}; the ledgers "
+          "hold its answers, so it is not retrained in place: use a new "
+          "workdir.")
     _log(f"teacher {tc.model}: restored, test accuracy {meta['accuracy']:.4f}")
   else:
     t0 = time.time()
@@ -84,7 +237,8 @@ def train_teacher(config, dataset, pools, workdir, mesh):
                          progress=config.progress, desc=f"teacher {tc.model}")
     acc = train.accuracy(model, state.variables, pools.test_images,
                          pools.test_labels, mesh=mesh)
-    ckpt.save(0, jax.device_get(state), {"accuracy": acc})
+    ckpt.save(0, jax.device_get(state),
+              {"accuracy": acc, "config": _plain(tc.to_dict())})
     _log(f"teacher {tc.model}: test accuracy {acc:.4f} "
          f"({time.time() - t0:.1f}s, {len(images)} training images)")
   _, meta = ckpt.restore(state)
@@ -92,11 +246,11 @@ def train_teacher(config, dataset, pools, workdir, mesh):
   return model, state.variables, float(meta["accuracy"])
 
 
-def loop_settings(config, seed: int, strategy: str) -> active.LoopSettings:
+def loop_settings(config, seed: int, strategy: str) -> loop.LoopSettings:
   lc = config.loop
   opts = config.strategy_options.get(strategy, {}) if config.get(
       "strategy_options") else {}
-  return active.LoopSettings(
+  return loop.LoopSettings(
       rounds=config.rounds, per_round=config.per_round,
       train_steps=lc.train_steps, batch_size=lc.batch_size,
       optimizer=lc.optimizer, learning_rate=lc.learning_rate, loss=lc.loss,
@@ -106,11 +260,18 @@ def loop_settings(config, seed: int, strategy: str) -> active.LoopSettings:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> Dict[str, Any]:
-  """Runs every configured strategy and seed; writes results and the plot."""
-  t_start = time.time()
+  """Runs the configured job (`config.job`: "active" or "unix") in
+  `workdir` (resumable) and returns what it writes to results.json."""
+  validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  for name in config.strategies:  # fail fast on a typo, before any training.
-    check_strategy_name(name)
+  accepted = _check_resume(config, workdir)
+  if config.get("job", "active") == "unix":
+    return _run_unix(config, workdir, accepted)
+  return _run_active(config, workdir, accepted)
+
+
+def _run_active(config, workdir, accepted):
+  t_start = time.time()
   mesh = parallel.make_mesh()
   _log(f"jaxkd: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
        f"workdir {workdir}")
@@ -131,68 +292,173 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   results: Dict[str, List[List[dict]]] = {}
   for name in config.strategies:
     for seed in config.seeds:
-      run_dir = os.path.join(workdir, name, f"seed{seed}")
-      mixup = name in MIXUP_STRATEGIES
+      run_dir = os.path.join(workdir, run_dirname(name), f"seed{seed}")
+      # Strategies with scope "initial" (Active Mixup) query synthetic
+      # images of L only: their oracle covers L and they never touch U.
+      own = get_strategy(name).scope == "initial"
       oracle = TeacherOracle(teacher_fn,
-                             pools.initial_images if mixup else oracle_pool,
+                             pools.initial_images if own else oracle_pool,
                              budget=budget,
                              ledger_path=os.path.join(run_dir, "ledger.sqlite"),
                              hard_labels=config.hard_labels)
       try:
-        if mixup:
-          records = active.run_mixup_loop(
-              selection=MIXUP_STRATEGIES[name], student=student, oracle=oracle,
-              test_images=pools.test_images, test_labels=pools.test_labels,
-              teacher_accuracy=teacher_acc,
-              settings=loop_settings(config, seed, name), workdir=run_dir,
-              name=name, mesh=mesh, progress=config.progress, log=_log)
-        else:
-          records = active.run_active_loop(
-              strategy=name, student=student, oracle=oracle,
-              initial_indices=initial, candidate_indices=candidates,
-              test_images=pools.test_images, test_labels=pools.test_labels,
-              teacher_accuracy=teacher_acc,
-              settings=loop_settings(config, seed, name), workdir=run_dir,
-              initial_labels=pools.initial_labels, mesh=mesh,
-              progress=config.progress, log=_log)
+        records = loop.run_loop(
+            strategy=name, student=student, oracle=oracle,
+            initial_indices=initial,
+            candidate_indices=candidates[:0] if own else candidates,
+            test_images=pools.test_images, test_labels=pools.test_labels,
+            teacher_accuracy=teacher_acc,
+            settings=loop_settings(config, seed, name), workdir=run_dir,
+            initial_labels=pools.initial_labels, name=name, mesh=mesh,
+            progress=config.progress, log=_log)
       finally:
         oracle.close()
       results.setdefault(name, []).append(records)
+  return report(
+      config, workdir, results, teacher_acc, t_start, accepted,
+      table=summary_table(results),
+      title=f"{config.dataset}: {config.student} from {config.teacher.model}")
 
-  table = summary_table(results)
-  out = {"config": config.to_dict(), "teacher_accuracy": teacher_acc,
-         "strategies": results, "table": table,
+
+def report(config, workdir, results, teacher_acc, t_start, accepted, *,
+           table: str, title: str, extra=None) -> Dict[str, Any]:
+  """results.json, curve.png (for round records) and the printed table:
+  the same for every job."""
+  out = {"job": config.get("job", "active"), "config": _plain(config.to_dict()),
+         "teacher_accuracy": teacher_acc, "strategies": results,
+         "table": table, "resume_with_changes": accepted,
          "wall_time": time.time() - t_start}
+  out.update(extra or {})
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(out, f, indent=1, default=str)
-  plotting.plot_success_curves(
-      results, os.path.join(workdir, "curve.png"),
-      title=f"{config.dataset}: {config.student} from {config.teacher.model}")
-  _log(f"\nteacher {config.teacher.model} test accuracy: {teacher_acc:.4f}")
+  wrote = "results.json"
+  if all(runs and runs[0] and "queries" in runs[0][0]
+         for runs in results.values()):
+    plotting.plot_success_curves(results, os.path.join(workdir, "curve.png"),
+                                 title=title)
+    wrote += " and curve.png"
+  _log(f"\n{title}; teacher {config.teacher.model} test accuracy: "
+       f"{teacher_acc:.4f}")
   _log(table)
-  _log(f"\nwrote {os.path.join(workdir, 'results.json')} and curve.png "
+  _log(f"\nwrote {os.path.join(workdir, wrote)} "
        f"({time.time() - t_start:.0f}s)")
   return out
 
 
+def _pm(a, scale=100):
+  a = np.asarray(a, np.float64)
+  if len(a) > 1:
+    return f"{scale * a.mean():.2f} ± {scale * a.std():.2f}"
+  return f"{scale * a.mean():.2f}"
+
+
 def summary_table(results: Dict[str, List[List[dict]]]) -> str:
-  """Final-round accuracy and success rate per strategy (mean +- std over
-  seeds), the mean success rate over all rounds (area under the curve), and
-  the teacher forwards that were not paid queries (gap_diversity's pass over
-  the pool: free when the teacher is cheap to run and labels are what cost),
-  summed over rounds, mean over seeds."""
-  rows = []
+  """Strategies ranked by final success rate, then by mean success over
+  rounds (area under the curve), each mean ± std over seeds; with the final
+  accuracy, the queries paid and the teacher forwards that were not paid
+  queries (gap_diversity's pass over the pool: free when the teacher is
+  cheap to run and labels are what cost), summed over rounds, mean over
+  seeds. A last line gives the total unpaid forwards of the whole job."""
+  rows, total_unpaid = [], 0
   for name, runs in results.items():
     final = [r[-1] for r in runs]
-    acc = np.array([f["student_accuracy"] for f in final])
-    suc = np.array([f["success_rate"] for f in final])
-    auc = np.array([np.mean([x["success_rate"] for x in r]) for r in runs])
-    pm = lambda a, s=100: (f"{s * a.mean():.2f} +- {s * a.std():.2f}"
-                           if len(a) > 1 else f"{s * a.mean():.2f}")
-    unpaid = np.mean([sum(x.get("unpaid_teacher_forwards", 0) for x in r)
-                      for r in runs])
-    rows.append([name, str(final[0]["queries"]), pm(acc), pm(suc), pm(auc),
-                 f"{unpaid:.0f}", str(len(runs))])
-  return plotting.format_table(
-      rows, ["strategy", "queries", "student acc %", "success rate %",
-             "mean success over rounds %", "unpaid teacher fwd", "seeds"])
+    acc = [f["student_accuracy"] for f in final]
+    suc = [f["success_rate"] for f in final]
+    auc = [np.mean([x["success_rate"] for x in r]) for r in runs]
+    unpaid = [sum(x.get("unpaid_teacher_forwards", 0) for x in r)
+              for r in runs]
+    total_unpaid += sum(unpaid)
+    rows.append((np.mean(suc), np.mean(auc), [
+        name, str(final[0]["queries"]), _pm(acc), _pm(suc), _pm(auc),
+        f"{np.mean(unpaid):.0f}", str(len(runs))]))
+  rows.sort(key=lambda r: (-r[0], -r[1]))
+  table = plotting.format_table(
+      [[str(i + 1)] + r[2] for i, r in enumerate(rows)],
+      ["rank", "strategy", "queries", "student acc %", "final success %",
+       "mean success over rounds %", "unpaid teacher fwd", "seeds"])
+  return table + f"\n\ntotal unpaid teacher forwards: {total_unpaid}"
+
+
+# ------------------------------------------------------------ UNIX job ---
+
+UNIX_NAMES = {"kd": "KD", "random_kd": "Random+KD",
+              "uncertainty": "Uncertainty", "mixup": "Mixup",
+              "non_adaptive": "Non-adaptive mixup", "unix": "UNIX"}
+
+
+def _unix_method_config(unix, uc, method):
+  kw = dict(w=uc.w, b=uc.get("b"), alpha=uc.alpha, temperature=uc.temperature,
+            ce_weight=uc.ce_weight, kd_weight=uc.kd_weight,
+            feature_loss=uc.feature_loss or None)
+  if unix.METHODS.get(method, {}).get("uncertainty") == "entropy":
+    kw["uncertainty"] = uc.uncertainty
+  return unix.method_config(method, batch_size=uc.batch_size, k=uc.k, **kw)
+
+
+def _run_unix(config, workdir, accepted):
+  """UNIX (Xu, Liu, Loy) vs KD vs Random+KD and ablations: every method
+  and seed trains a student through `train.fit` with the UNIX step, the
+  same epochs for all; computation E = N_t F_t + N_s1 F_s + N_s2 B_s from
+  XLA's FLOP counts, relative to plain KD (100%)."""
+  from jaxkd import cost, unix
+  t_start = time.time()
+  uc = config.unix
+  mesh = parallel.make_mesh()
+  ds = data.load_dataset(config.dataset, data_dir=config.data_dir or None)
+  train_x, train_y = ds.train_images, ds.train_labels
+  if uc.max_train and uc.max_train < len(train_x):
+    idx = np.random.default_rng(0).permutation(len(train_x))[:uc.max_train]
+    train_x, train_y = train_x[idx], train_y[idx]
+  pools = types.SimpleNamespace(
+      teacher_train_images=train_x, teacher_train_labels=train_y,
+      test_images=ds.test_images, test_labels=ds.test_labels)
+  teacher, teacher_vars, teacher_acc = train_teacher(config, ds, pools,
+                                                     workdir, mesh)
+  student = get_model(config.student, ds.num_classes)
+  steps_per_epoch = -(-len(train_x) // uc.batch_size)
+  tx = train.make_optimizer(
+      uc.optimizer, uc.lr, weight_decay=uc.weight_decay,
+      total_steps=uc.epochs * steps_per_epoch,
+      warmup_steps=uc.warmup_epochs * steps_per_epoch)
+  shape = train_x.shape[1:]
+  probe = train.create_train_state(student, jax.random.key(0), shape, tx)
+  flops = cost.kd_cost(student, probe.variables, teacher, teacher_vars, shape)
+  results, rows = {}, []
+  for method in uc.methods:
+    mc = _unix_method_config(unix, uc, method)
+    runs = []
+    for seed in config.seeds:
+      t0 = time.time()
+      state = train.create_train_state(student, jax.random.key(seed), shape,
+                                       tx)
+      counter = cost.CostCounter()
+      state, history = unix.unix_fit(
+          student, state, teacher, teacher_vars, train_x, epochs=uc.epochs,
+          batch_size=uc.batch_size, seed=seed, config=mc, mesh=mesh,
+          counter=counter, progress=config.progress,
+          desc=f"{method} seed {seed}")
+      acc = train.accuracy(student, state.variables, ds.test_images,
+                           ds.test_labels, mesh=mesh)
+      runs.append({"seed": seed, "student_accuracy": acc,
+                   "success_rate": acc / max(teacher_acc, 1e-12),
+                   "computation": counter.relative_to_kd(flops),
+                   "counts": counter.as_dict(), "final_loss": history[-1],
+                   "wall_time": time.time() - t0})
+      _log(f"{UNIX_NAMES.get(method, method)} seed {seed}: "
+           f"{100 * acc:.2f}% in {runs[-1]['wall_time']:.1f}s")
+    results[method] = [runs]
+    acc = [r["student_accuracy"] for r in runs]
+    comp = [r["computation"] for r in runs]
+    rows.append((np.mean(acc), [UNIX_NAMES.get(method, method), _pm(acc),
+                                _pm(comp), str(len(runs))]))
+  rows.sort(key=lambda r: -r[0])
+  table = plotting.format_table(
+      [[str(i + 1)] + r[1] for i, r in enumerate(rows)],
+      ["rank", "method", "accuracy %", "computation % of KD", "seeds"])
+  title = (f"{config.dataset} ({len(train_x)} train): UNIX, {config.student} "
+           f"from {config.teacher.model}, F_t/F_s = "
+           f"{flops.teacher_student_ratio:.2f}, N = {uc.batch_size}, "
+           f"k = {uc.k}, {uc.epochs} epochs")
+  return report(config, workdir, results, teacher_acc, t_start, accepted,
+                table=table, title=title,
+                extra={"flops_per_image": vars(flops)})

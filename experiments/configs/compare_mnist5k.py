@@ -1,6 +1,7 @@
 """Strategy comparison on mnist5k (5,000 real MNIST digits), 3 seeds.
 
-  python experiments/compare.py --config experiments/configs/compare_mnist5k.py
+  python -m jaxkd.main --config=experiments/configs/compare_mnist5k.py \
+      --workdir=runs/compare_mnist5k
 
 Split of the 4,000 training digits: teacher-train 2,000 / initial L 100 /
 pool U 1,900; the 1,000 test digits evaluate. 5 rounds of 100 queries.
@@ -8,8 +9,6 @@ pool U 1,900; the 1,000 test digits evaluate. 5 rounds of 100 queries.
 """
 
 import os
-
-import ml_collections
 
 from jaxkd.configs import common
 
@@ -22,22 +21,13 @@ _DATA = os.path.normpath(os.path.join(
 
 def get_config(arg: str = ""):
   args = common.parse_arg(arg, quick=False)
-  c = ml_collections.ConfigDict()
-  c.dataset = "mnist5k"
-  c.data_dir = _DATA
-  c.split = ml_collections.ConfigDict(dict(
-      teacher_train=2000, initial=100, pool=1900, test=0, seed=0))
-  c.teacher = common.teacher_config(epochs=15, learning_rate=2e-3)
-  c.student = "lenet5_half"
-  c.strategies = ("random", "entropy", "margin", "least_confidence",
-                  "coreset", "admm", "rad", "gap_diversity", "badge")
-  c.strategy_options = ml_collections.ConfigDict()
-  c.rounds = 5
-  c.per_round = 100
-  c.seeds = (0, 1, 2)
-  c.hard_labels = False
-  c.loop = common.loop_config(train_steps=300)
-  c.progress = False
+  c = common.active_config(
+      dataset="mnist5k", data_dir=_DATA, student="lenet5_half",
+      strategies=("random", "entropy", "margin", "least_confidence",
+                  "coreset", "admm", "rad", "gap_diversity", "badge"),
+      rounds=5, per_round=100, seeds=(0, 1, 2), progress=False)
+  c.split.update(teacher_train=2000, initial=100, pool=1900, test=0)
+  c.teacher.update(epochs=15, learning_rate=2e-3)
   if args.quick:
     c.rounds, c.seeds, c.loop.train_steps = 2, (0,), 60
   return c

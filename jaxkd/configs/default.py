@@ -18,24 +18,7 @@ from jaxkd.configs import common
 
 def get_config(arg: str = ""):
   args = common.parse_arg(arg, quick=False)
-  import ml_collections
-  c = ml_collections.ConfigDict()
-  c.dataset = "digits"
-  c.data_dir = ""
-  c.split = ml_collections.ConfigDict(dict(
-      teacher_train=700, initial=50, pool=547, test=0, seed=0))
-  c.teacher = common.teacher_config()
-  c.student = "lenet5_half"
-  c.strategies = ("random", "entropy", "margin", "least_confidence",
-                  "coreset", "badge", "admm", "rad", "gap_diversity",
-                  "active_mixup", "random_mixup")
-  c.strategy_options = ml_collections.ConfigDict()
-  c.rounds = 5
-  c.per_round = 40
-  c.seeds = (0,)
-  c.hard_labels = False
-  c.loop = common.loop_config()
-  c.progress = True
+  c = common.active_config()
   if args.quick:
     c.rounds = 2
     c.strategies = ("random", "entropy")
