@@ -1,7 +1,11 @@
-"""Orbax checkpoints of the student state plus JSON metadata (round, RNG).
+"""Orbax checkpoints of a train state plus JSON metadata.
 
-Teachers are never checkpointed here: a frozen teacher is reloaded (or
-re-trained deterministically) each run, as big_vision does for distillation.
+The round loop saves the student state (and a strategy's `extra` pytree)
+with the round records after every round; the job also saves the teacher it
+trained once (`workdir/teacher/`, with its test accuracy and config), since
+the ledgers hold that teacher's paid answers and a resumed run must use the
+same one.
+
 Saves are synchronous (`wait_until_finished`) so a checkpoint exists on disk
 before the loop moves on; a kill mid-save leaves the previous step intact
 because orbax writes to a temporary directory and renames it atomically.
