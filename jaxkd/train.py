@@ -14,7 +14,7 @@ progress with tqdm.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -26,7 +26,8 @@ from jax.sharding import Mesh
 
 from jaxkd import losses, parallel
 from jaxkd.models import apply_model, init_model
-from jaxkd.validation import JaxkdError, check_finite, check_rank
+from jaxkd.validation import (JaxkdError, check_finite, check_positive,
+                              check_rank)
 
 LossFn = Callable[..., jax.Array]
 
@@ -56,6 +57,7 @@ def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
   Cached: equal arguments return the same transformation object, so jitted
   steps that close over it are compiled once, not once per call.
   """
+  check_positive("learning_rate", learning_rate)
   if schedule == "constant":
     lr = optax.constant_schedule(learning_rate)
   elif schedule == "cosine":
@@ -97,6 +99,8 @@ def make_loss_fn(kind: str = "kd", *, temperature: float = 4.0,
   teacher's probabilities), "hard_ce" (cross-entropy with `labels`), or "mix"
   (ce_weight CE(labels) + kd_weight KD). Cached like `make_optimizer`.
   """
+  if kind in ("kd", "mix"):
+    check_positive("temperature", temperature)
   if kind == "kd":
     return lambda lo, t, y, m: losses.kd_loss_from_probs(lo, t, temperature, m)
   if kind == "soft_ce":
@@ -217,6 +221,76 @@ def accuracy(model: nn.Module, variables, images, labels, **kw) -> float:
 # ------------------------------------------------------------------- loop ---
 
 
+def batch_stream(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+  """Endless index batches from a continuous stream of shuffled epochs.
+
+  Epoch e is `rng.permutation(n)` of a NumPy RNG seeded with `seed`; the
+  epochs are concatenated and cut into batches of `batch_size` rows, so a
+  batch may span two epochs and every batch is full whenever
+  n >= batch_size. When n < batch_size each batch is all n rows (one fresh
+  permutation per batch). No short "last batch of the epoch" ever gets an
+  optimizer step of its own.
+
+  Yields:
+    int64 [min(n, batch_size)] indices into range(n).
+  """
+  if n <= 0 or batch_size <= 0:
+    raise JaxkdError(f"batch_stream needs n > 0 and batch_size > 0, got "
+                     f"n={n}, batch_size={batch_size}.")
+  rng = np.random.default_rng(seed)
+  size = min(n, batch_size)
+  buf = np.empty(0, np.int64)
+  while True:
+    while len(buf) < size:
+      buf = np.concatenate([buf, rng.permutation(n)])
+    yield buf[:size]
+    buf = buf[size:]
+
+
+def check_targets(targets: np.ndarray, labels: Optional[np.ndarray],
+                  num_classes: Optional[int]) -> tuple:
+  """Validates training targets; returns float32 targets [N, C] and int32
+  labels [N].
+
+  `targets` is either teacher probabilities [N, C] (rows >= 0 summing to 1)
+  or integer class labels [N] (turned into one-hot rows; needs
+  `num_classes`). `labels` defaults to the targets' argmax.
+  """
+  t = np.asarray(targets)
+  if t.ndim == 1:  # integer labels instead of probabilities
+    if labels is None:
+      labels = t
+    if not num_classes:
+      raise JaxkdError("integer targets need a model with num_classes.")
+    check_labels("targets", t, num_classes)
+    t = np.eye(num_classes, dtype=np.float32)[t.astype(np.int64)]
+  check_rank("targets", t, 2)
+  check_finite("targets", t)
+  t = t.astype(np.float32)
+  if len(t) and (t.min() < -1e-6 or
+                 np.abs(t.sum(-1) - 1).max() > 1e-3):
+    raise JaxkdError("targets must be probability rows (>= 0, summing to 1) "
+                     "or integer labels [N].")
+  if labels is None:
+    labels = np.argmax(t, -1)
+  check_labels("labels", labels, t.shape[1])
+  return t, np.asarray(labels, np.int32)
+
+
+def check_labels(name: str, labels, num_classes: int) -> None:
+  """Raise unless `labels` are integers in [0, num_classes)."""
+  y = np.asarray(labels)
+  if y.ndim != 1:
+    raise JaxkdError(f"{name} must be 1-D, got shape {y.shape}.")
+  if y.size and not np.issubdtype(y.dtype, np.integer):
+    if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+      raise JaxkdError(f"{name} must be integers, got non-integer or NaN "
+                       "values.")
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise JaxkdError(f"{name} must lie in [0, {num_classes}), got range "
+                     f"[{y.min()}, {y.max()}].")
+
+
 def fit(model: nn.Module, state: TrainState, images: np.ndarray,
         targets: np.ndarray, labels: Optional[np.ndarray] = None, *,
         batch_size: int, seed: int, loss_fn: LossFn,
@@ -225,51 +299,61 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
         progress: bool = True):
   """Trains `state` on (images, targets, labels) for `epochs` or `steps`.
 
-  Shuffles with a seeded NumPy RNG each epoch. Every batch has exactly
-  `batch_size` rows: the last partial batch of an epoch is zero-padded and
-  masked, not dropped, so the step compiles once. Returns (state, history)
-  where history lists the mean loss per epoch.
+  Batches come from `batch_stream`: a continuous stream of seeded shuffled
+  epochs, so every step sees `batch_size` real rows whenever
+  N >= batch_size, and all N rows when N < batch_size. `epochs` means
+  ceil(epochs N / batch_size) steps. Batches are zero-padded (masked) only
+  up to a multiple of the device count, so the step compiles once.
+
+  Args:
+    images: [N, H, W, C] float inputs.
+    targets: [N, C] teacher probabilities, or [N] integer labels.
+    labels: [N] int hard labels (default: argmax of targets).
+
+  Returns:
+    (state, history) where history lists the mean loss of each run of
+    ceil(N / batch_size) steps (an epoch's worth).
   """
   check_rank("images", images, 4)
   check_finite("images", images)
-  check_rank("targets", targets, 2)
-  check_finite("targets", targets)
   n = len(images)
-  if len(targets) != n:
-    raise JaxkdError(f"{n} images but {len(targets)} targets.")
-  if labels is None:
-    labels = np.argmax(targets, -1)
-  labels = np.asarray(labels, np.int32)
-  if len(labels) != n:
-    raise JaxkdError(f"{n} images but {len(labels)} labels.")
   if n == 0:
     raise JaxkdError("fit needs at least one training example.")
+  targets, labels = check_targets(targets, labels,
+                                  getattr(model, "num_classes", None))
+  if len(targets) != n:
+    raise JaxkdError(f"{n} images but {len(targets)} targets.")
+  if len(labels) != n:
+    raise JaxkdError(f"{n} images but {len(labels)} labels.")
   if (epochs is None) == (steps is None):
     raise JaxkdError("fit needs exactly one of epochs or steps.")
+  for name, v in (("batch_size", batch_size), ("epochs", epochs),
+                  ("steps", steps)):
+    if v is not None and (isinstance(v, bool) or
+                          not isinstance(v, (int, np.integer)) or v <= 0):
+      raise JaxkdError(f"{name} must be a positive int, got {v!r}.")
   mesh = mesh or parallel.make_mesh()
   k = parallel.num_shards(mesh)
-  batch_size = -(-batch_size // k) * k
+  rows = min(n, batch_size)
+  padded = -(-rows // k) * k
   steps_per_epoch = -(-n // batch_size)
-  total = steps if steps is not None else epochs * steps_per_epoch
+  total = steps if steps is not None else -(-epochs * n // batch_size)
   state = parallel.replicate(mesh, state)
-  rng = np.random.default_rng(seed)
+  stream = batch_stream(n, batch_size, seed)
   history, epoch_losses = [], []
   bar = _progress(total, desc, progress)
   images = np.asarray(images, np.float32)
-  targets = np.asarray(targets, np.float32)
+  mask = (np.arange(padded) < rows).astype(np.float32)
+  step_fn = _jitted_train_step(model, loss_fn, mesh)
   for t in range(total):
-    s = t % steps_per_epoch
-    if s == 0:
-      order = rng.permutation(n)
-    idx = order[s * batch_size:(s + 1) * batch_size]
-    xb, tb, yb = (_pad_rows(a[idx], batch_size) for a in (images, targets, labels))
-    mask = np.arange(batch_size) < len(idx)
+    idx = next(stream)
+    xb, tb, yb = (_pad_rows(a[idx], padded) for a in (images, targets, labels))
     batch = Batch(*(jax.device_put(a, parallel.data_sharding(mesh))
-                    for a in (xb, tb, yb, mask.astype(np.float32))))
-    state, metrics = _jitted_train_step(model, loss_fn, mesh)(state, batch)
+                    for a in (xb, tb, yb, mask)))
+    state, metrics = step_fn(state, batch)
     epoch_losses.append(metrics["loss"])
     bar.update(1)
-    if s == steps_per_epoch - 1 or t == total - 1:
+    if (t + 1) % steps_per_epoch == 0 or t == total - 1:
       history.append(float(np.mean(jax.device_get(epoch_losses))))
       epoch_losses = []
       bar.set_postfix(loss=f"{history[-1]:.4f}")

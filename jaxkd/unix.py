@@ -58,7 +58,7 @@ from jaxkd import losses, parallel
 from jaxkd.cost import CostCounter
 from jaxkd.models import apply_model
 from jaxkd.selection.baselines import margin_uncertainty
-from jaxkd.train import TrainState
+from jaxkd.train import TrainState, batch_stream
 from jaxkd.validation import JaxkdError, check_finite, check_rank
 
 SCORE_KINDS = ("entropy", "confidence", "margin")
@@ -467,12 +467,13 @@ def unix_fit(student: nn.Module, state: TrainState, teacher: nn.Module,
              progress: bool = True, desc: str = "unix"):
   """Trains `state` for `epochs` passes over `images` with UNIX steps.
 
-  Batches of `batch_size` images in a seeded random order; a last partial
-  batch of n images keeps ceil(k n / batch_size) of them. `counter` (if
+  ceil(epochs N / batch_size) steps on full batches of `batch_size` images
+  from `train.batch_stream` (all N images, keeping ceil(k N / batch_size),
+  when N < batch_size). `counter` (if
   given) is updated with the teacher/student passes of every step.
 
   Returns:
-    (state, history) with history the mean loss per epoch.
+    (state, history) with history the mean loss per epoch's worth of steps.
   """
   check_rank("images", images, 4)
   check_finite("images", images)
@@ -485,28 +486,28 @@ def unix_fit(student: nn.Module, state: TrainState, teacher: nn.Module,
   teacher_variables = parallel.replicate(mesh, teacher_variables)
   check_feature_maps(student, state.variables, teacher, teacher_variables,
                      images.shape[1:], config.feature_loss)
-  rng = np.random.default_rng(seed)
   key = jax.random.key(seed)
-  steps = -(-n_total // batch_size)
+  stream = batch_stream(n_total, batch_size, seed)
+  rows = min(n_total, batch_size)
+  cfg = config_for_batch(config, rows, batch_size)
+  steps_per_epoch = -(-n_total // batch_size)
+  total = -(-epochs * n_total // batch_size)
   from tqdm.auto import tqdm
-  bar = tqdm(total=epochs * steps, desc=desc, disable=not progress,
+  bar = tqdm(total=total, desc=desc, disable=not progress,
              leave=False, dynamic_ncols=True)
-  history = []
-  for epoch in range(epochs):
-    order = rng.permutation(n_total)
-    epoch_losses = []
-    for s in range(steps):
-      idx = order[s * batch_size:(s + 1) * batch_size]
-      cfg = config_for_batch(config, len(idx), batch_size)
-      state, metrics = unix_train_step(
-          state, teacher_variables, images[idx],
-          jax.random.fold_in(key, epoch * steps + s), student=student,
-          teacher=teacher, config=cfg, mesh=mesh)
-      if counter is not None:
-        counter.add(len(idx), *step_counts(len(idx), cfg))
-      epoch_losses.append(metrics["loss"])
-      bar.update(1)
-    history.append(float(np.mean(jax.device_get(epoch_losses))))
-    bar.set_postfix(loss=f"{history[-1]:.4f}")
+  history, epoch_losses = [], []
+  for t in range(total):
+    idx = next(stream)
+    state, metrics = unix_train_step(
+        state, teacher_variables, images[idx], jax.random.fold_in(key, t),
+        student=student, teacher=teacher, config=cfg, mesh=mesh)
+    if counter is not None:
+      counter.add(len(idx), *step_counts(len(idx), cfg))
+    epoch_losses.append(metrics["loss"])
+    bar.update(1)
+    if (t + 1) % steps_per_epoch == 0 or t == total - 1:
+      history.append(float(np.mean(jax.device_get(epoch_losses))))
+      epoch_losses = []
+      bar.set_postfix(loss=f"{history[-1]:.4f}")
   bar.close()
   return state, history
