@@ -14,7 +14,7 @@ progress with tqdm.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,8 @@ from jax.sharding import Mesh
 from jaxkd import losses, parallel
 from jaxkd.models import apply_model, init_model
 from jaxkd.registry import Registry
-from jaxkd.validation import JaxkdError, check_finite, check_rank
+from jaxkd.validation import (JaxkdError, check_finite, check_positive,
+                              check_rank)
 
 LossFn = Callable[..., jax.Array]
 
@@ -58,6 +59,7 @@ def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
   Cached: equal arguments return the same transformation object, so jitted
   steps that close over it are compiled once, not once per call.
   """
+  check_positive("learning_rate", learning_rate)
   if schedule == "constant":
     lr = optax.constant_schedule(learning_rate)
   elif schedule == "cosine":
@@ -112,6 +114,8 @@ def make_loss_fn(kind: str = "kd", *, temperature: float = 4.0,
   with `labels`), "mix" (ce_weight CE(labels) + kd_weight KD), or an import
   path 'pkg.mod:factory'. Cached like `make_optimizer`.
   """
+  if kind in ("kd", "mix"):
+    check_positive("temperature", temperature)
   return LOSSES.get(kind)(temperature=temperature, kd_weight=kd_weight,
                          ce_weight=ce_weight)
 
@@ -239,20 +243,94 @@ def accuracy(model: nn.Module, variables, images, labels, **kw) -> float:
 # ------------------------------------------------------------------- loop ---
 
 
+def batch_stream(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+  """Endless index batches from a continuous stream of shuffled epochs.
+
+  Epoch e is `rng.permutation(n)` of a NumPy RNG seeded with `seed`; the
+  epochs are concatenated and cut into batches of `batch_size` rows, so a
+  batch may span two epochs and every batch is full whenever
+  n >= batch_size. When n < batch_size each batch is all n rows (one fresh
+  permutation per batch). No short "last batch of the epoch" ever gets an
+  optimizer step of its own.
+
+  Yields:
+    int64 [min(n, batch_size)] indices into range(n).
+  """
+  if n <= 0 or batch_size <= 0:
+    raise JaxkdError(f"batch_stream needs n > 0 and batch_size > 0, got "
+                     f"n={n}, batch_size={batch_size}.")
+  rng = np.random.default_rng(seed)
+  size = min(n, batch_size)
+  buf = np.empty(0, np.int64)
+  while True:
+    while len(buf) < size:
+      buf = np.concatenate([buf, rng.permutation(n)])
+    yield buf[:size]
+    buf = buf[size:]
+
+
+def check_targets(targets: np.ndarray, labels: Optional[np.ndarray],
+                  num_classes: Optional[int]) -> tuple:
+  """Validates training targets; returns float32 targets [N, C] and int32
+  labels [N].
+
+  `targets` is either teacher probabilities [N, C] (rows >= 0 summing to 1)
+  or integer class labels [N] (turned into one-hot rows; needs
+  `num_classes`). `labels` defaults to the targets' argmax.
+  """
+  t = np.asarray(targets)
+  if t.ndim == 1:  # integer labels instead of probabilities
+    if labels is None:
+      labels = t
+    if not num_classes:
+      raise JaxkdError("integer targets need a model with num_classes.")
+    check_labels("targets", t, num_classes)
+    t = np.eye(num_classes, dtype=np.float32)[t.astype(np.int64)]
+  check_rank("targets", t, 2)
+  check_finite("targets", t)
+  t = t.astype(np.float32)
+  if len(t) and (t.min() < -1e-6 or
+                 np.abs(t.sum(-1) - 1).max() > 1e-3):
+    raise JaxkdError("targets must be probability rows (>= 0, summing to 1) "
+                     "or integer labels [N].")
+  if labels is None:
+    labels = np.argmax(t, -1)
+  check_labels("labels", labels, t.shape[1])
+  return t, np.asarray(labels, np.int32)
+
+
+def check_labels(name: str, labels, num_classes: int) -> None:
+  """Raise unless `labels` are integers in [0, num_classes)."""
+  y = np.asarray(labels)
+  if y.ndim != 1:
+    raise JaxkdError(f"{name} must be 1-D, got shape {y.shape}.")
+  if y.size and not np.issubdtype(y.dtype, np.integer):
+    if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+      raise JaxkdError(f"{name} must be integers, got non-integer or NaN "
+                       "values.")
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise JaxkdError(f"{name} must lie in [0, {num_classes}), got range "
+                     f"[{y.min()}, {y.max()}].")
+
+
 StepFn = Callable[[Any, tuple, int], tuple]
 
 
 def standard_step_fn(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
-                     batch_size: int) -> StepFn:
-  """The default `fit` step: pads the rows to `batch_size` with a mask,
-  shards them over `mesh` and runs the jitted, donated `train_step`."""
+                     rows: int) -> StepFn:
+  """The default `fit` step: pads the batch's rows up to a multiple of the
+  device count with a mask, shards them over `mesh` and runs the jitted,
+  donated `train_step` (every batch of `fit` has `rows` rows, so it
+  compiles once)."""
   step = _jitted_train_step(model, loss_fn, mesh)
   sharding = parallel.data_sharding(mesh)
+  k = parallel.num_shards(mesh)
+  padded = -(-rows // k) * k
 
-  def step_fn(state, rows, t):
+  def step_fn(state, batch_rows, t):
     del t
-    xb, tb, yb = (_pad_rows(a, batch_size) for a in rows)
-    mask = (np.arange(batch_size) < len(rows[0])).astype(np.float32)
+    xb, tb, yb = (_pad_rows(a, padded) for a in batch_rows)
+    mask = (np.arange(padded) < len(batch_rows[0])).astype(np.float32)
     batch = Batch(*(jax.device_put(a, sharding) for a in (xb, tb, yb, mask)))
     return step(state, batch)
 
@@ -268,64 +346,71 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
         progress: bool = True):
   """Trains `state` on (images, targets, labels) for `epochs` or `steps`.
 
-  Shuffles with a seeded NumPy RNG each epoch. With the default step
-  (`loss_fn` given) every batch has exactly `batch_size` rows: the last
-  partial batch of an epoch is zero-padded and masked, not dropped, so the
-  step compiles once. Any training mode plugs in through `step_fn(state,
-  rows, t) -> (state, metrics)`, where `rows` = (images, targets, labels)
-  holds the batch's real rows as NumPy arrays (targets None when not
-  given) and t is the step number; metrics must hold "loss". UNIX
-  (`jaxkd.unix.unix_fit`) and strategies that own their training step train
-  this way. Returns (state, history) where history lists the mean loss per
-  epoch.
+  Batches come from `batch_stream`: a continuous stream of seeded shuffled
+  epochs, so every step sees `batch_size` real rows whenever
+  N >= batch_size, and all N rows when N < batch_size. `epochs` means
+  ceil(epochs N / batch_size) steps.
+
+  The step is `standard_step_fn(model, loss_fn, ...)` (batches zero-padded,
+  masked, only up to a multiple of the device count, so it compiles once),
+  or any training mode's `step_fn(state, rows, t) -> (state, metrics)`
+  where `rows` = (images, targets, labels) holds the batch's rows as NumPy
+  arrays (targets and labels None when not given), t is the step number and
+  metrics holds "loss". UNIX (`jaxkd.unix.unix_fit`) and strategies that own
+  their training step (`jaxkd.selection.Strategy.train`) train this way.
+
+  Args:
+    images: [N, H, W, C] float inputs.
+    targets: [N, C] teacher probabilities, or [N] integer labels; may be
+      None with a `step_fn` that does not use them.
+    labels: [N] int hard labels (default: argmax of targets).
+    loss_fn / step_fn: exactly one of them.
+
+  Returns:
+    (state, history) where history lists the mean loss of each run of
+    ceil(N / batch_size) steps (an epoch's worth).
   """
   if (loss_fn is None) == (step_fn is None):
     raise JaxkdError("fit needs exactly one of loss_fn or step_fn.")
   check_rank("images", images, 4)
   check_finite("images", images)
   n = len(images)
+  if n == 0:
+    raise JaxkdError("fit needs at least one training example.")
   if targets is not None:
-    check_rank("targets", targets, 2)
-    check_finite("targets", targets)
+    targets, labels = check_targets(targets, labels,
+                                    getattr(model, "num_classes", None))
     if len(targets) != n:
       raise JaxkdError(f"{n} images but {len(targets)} targets.")
   elif step_fn is None:
     raise JaxkdError("fit with a loss_fn needs targets.")
-  if labels is None and targets is not None:
-    labels = np.argmax(targets, -1)
-  if labels is not None:
-    labels = np.asarray(labels, np.int32)
-    if len(labels) != n:
-      raise JaxkdError(f"{n} images but {len(labels)} labels.")
-  if n == 0:
-    raise JaxkdError("fit needs at least one training example.")
+  if labels is not None and len(labels) != n:
+    raise JaxkdError(f"{n} images but {len(labels)} labels.")
   if (epochs is None) == (steps is None):
     raise JaxkdError("fit needs exactly one of epochs or steps.")
+  for name, v in (("batch_size", batch_size), ("epochs", epochs),
+                  ("steps", steps)):
+    if v is not None and (isinstance(v, bool) or
+                          not isinstance(v, (int, np.integer)) or v <= 0):
+      raise JaxkdError(f"{name} must be a positive int, got {v!r}.")
   mesh = mesh or parallel.make_mesh()
   if step_fn is None:
-    k = parallel.num_shards(mesh)
-    batch_size = -(-batch_size // k) * k
-    step_fn = standard_step_fn(model, loss_fn, mesh, batch_size)
+    step_fn = standard_step_fn(model, loss_fn, mesh, min(n, batch_size))
   steps_per_epoch = -(-n // batch_size)
-  total = steps if steps is not None else epochs * steps_per_epoch
+  total = steps if steps is not None else -(-epochs * n // batch_size)
   state = parallel.replicate(mesh, state)
-  rng = np.random.default_rng(seed)
+  stream = batch_stream(n, batch_size, seed)
   history, epoch_losses = [], []
   bar = _progress(total, desc, progress)
   images = np.asarray(images, np.float32)
-  if targets is not None:
-    targets = np.asarray(targets, np.float32)
   for t in range(total):
-    s = t % steps_per_epoch
-    if s == 0:
-      order = rng.permutation(n)
-    idx = order[s * batch_size:(s + 1) * batch_size]
+    idx = next(stream)
     rows = tuple(None if a is None else a[idx]
                  for a in (images, targets, labels))
     state, metrics = step_fn(state, rows, t)
     epoch_losses.append(metrics["loss"])
     bar.update(1)
-    if s == steps_per_epoch - 1 or t == total - 1:
+    if (t + 1) % steps_per_epoch == 0 or t == total - 1:
       history.append(float(np.mean(jax.device_get(epoch_losses))))
       epoch_losses = []
       bar.set_postfix(loss=f"{history[-1]:.4f}")

@@ -449,7 +449,8 @@ def unix_step_fn(student: nn.Module, teacher: nn.Module, teacher_variables,
   """A `jaxkd.train.fit` step function running UNIX steps.
 
   Step t uses the key fold_in(key(seed), t); a batch of n < batch_size
-  images keeps ceil(k n / batch_size) of them (`config_for_batch`).
+  images (N < batch_size) keeps ceil(k n / batch_size) of them
+  (`config_for_batch`).
   `counter` (if given) is updated with each step's teacher/student passes.
   The inputs are checked once by `fit`, not per step.
   """
@@ -477,7 +478,9 @@ def unix_fit(student: nn.Module, state: TrainState, teacher: nn.Module,
              counter: Optional[CostCounter] = None,
              progress: bool = True, desc: str = "unix"):
   """Trains `state` for `epochs` passes over `images` with UNIX steps,
-  through `jaxkd.train.fit` (its batching, progress and history).
+  through `jaxkd.train.fit`: ceil(epochs N / batch_size) steps on full
+  batches of `batch_size` images from `train.batch_stream` (all N images,
+  keeping ceil(k N / batch_size), when N < batch_size).
 
   Returns:
     (state, history) with history the mean loss per epoch.
