@@ -250,3 +250,17 @@ def test_strategy_training_hook_and_extra_survive_resume(tmp_path,
   recs, keys = run("crashed")
   assert keys == ref_keys          # the restored extra selects the same
   assert [r["queries"] for r in recs] == [5, 8, 11]
+
+
+def test_changed_teacher_is_never_restored_silently(tmp_path):
+  c = _tiny_config()
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  dataset, pools = experiment.load_pools(c)
+  _, _, acc = experiment.train_teacher(c, dataset, pools, str(tmp_path), mesh)
+  _, _, again = experiment.train_teacher(c, dataset, pools, str(tmp_path),
+                                         mesh)
+  assert again == acc                              # same config: restored
+  c.teacher.epochs = 2
+  with pytest.raises(JaxkdError, match="teacher.epochs 1 -> 2") as e:
+    experiment.train_teacher(c, dataset, pools, str(tmp_path), mesh)
+  assert "\n" not in str(e.value)
