@@ -234,11 +234,18 @@ def test_unix_job_runs_through_the_one_entry_point(tmp_path):
   from jaxkd.configs import common
   c = common.unix_config(student="mlp", seeds=(0,), progress=False)
   c.teacher.update(model="mlp", epochs=1)
-  c.unix.update(methods=("kd", "unix"), epochs=1, max_train=64,
+  c.unix.update(methods=("kd", "unix"), epochs=1, max_train=32,
                 batch_size=16, k=12)
   out = experiment.train_and_evaluate(c, str(tmp_path))
   assert out["job"] == "unix" and set(out["strategies"]) == {"kd", "unix"}
   kd, ux = (out["strategies"][m][0][0] for m in ("kd", "unix"))
+  f = out["flops_per_image"]
+  ft, fs, bs = (f["teacher_forward"], f["student_forward"],
+                f["student_backward"])
+  # 2 steps of N = 16: KD pays all 16 once; UNIX keeps 12 and adds the
+  # 16-image uncertainty pass of the student.
   assert kd["computation"] == pytest.approx(1.0)
-  assert ux["computation"] < 1.0
+  assert ux["computation"] == pytest.approx(
+      (12 * ft + (12 + 16) * fs + 12 * bs) / (16 * (ft + fs + bs)))
+  assert ux["counts"]["teacher_forwards"] == 2 * 12
   assert "UNIX" in out["table"] and (tmp_path / "results.json").exists()
