@@ -3,6 +3,13 @@ protocol refactor (issue 12) and compared after it by tests/test_picks.py.
 
   python tests/picks_fixture.py          # rewrites tests/fixtures/picks.json
 
+fixtures/picks.json was written by this script run against main at 6c89830
+(the old loops: active.run_active_loop / run_mixup_loop, with train.fit's
+full-batch stream); the refactored branch was also checked against a
+recording from 9ceae48 (before that fit change) before merging it. Only the
+public job entry (`experiment.train_and_evaluate`) and the ledger files are
+used, so the same script runs against either code.
+
 The case: digits, an MLP teacher (2 epochs) and an MLP student, 20 initial
 points, a pool of 60, 2 rounds of 5 queries, 3 training steps per round,
 seed 0, under the test session's 8 fake CPU devices. The picks are read
