@@ -141,10 +141,8 @@ def _check_names(config):
   if config.dataset not in data.dataset_names() and ":" not in config.dataset:
     raise JaxkdError(f"Unknown dataset {config.dataset!r}; known: "
                      f"{', '.join(data.dataset_names())}.")
-  MODELS.get(config.student) if ":" in config.student else get_model(
-      config.student, 10)
-  MODELS.get(config.teacher.model) if ":" in config.teacher.model else (
-      get_model(config.teacher.model, 10))
+  for name in (config.student, config.teacher.model):
+    MODELS.get(name) if ":" in name else get_model(name, 10)  # known name?
   train.OPTIMIZERS.get(config.teacher.optimizer)
 
 
