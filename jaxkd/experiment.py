@@ -235,8 +235,11 @@ def train_teacher(config, dataset, pools, workdir, mesh):
                          progress=config.progress, desc=f"teacher {tc.model}")
     acc = train.accuracy(model, state.variables, pools.test_images,
                          pools.test_labels, mesh=mesh)
+    # num_classes and input_shape let `jaxkd.serve_teacher` serve it.
     ckpt.save(0, jax.device_get(state),
-              {"accuracy": acc, "config": _plain(tc.to_dict())})
+              {"accuracy": acc, "config": _plain(tc.to_dict()),
+               "num_classes": dataset.num_classes,
+               "input_shape": list(images.shape[1:])})
     _log(f"teacher {tc.model}: test accuracy {acc:.4f} "
          f"({time.time() - t0:.1f}s, {len(images)} training images)")
   _, meta = ckpt.restore(state)
