@@ -330,3 +330,4 @@ def test_load_teacher_needs_the_model_for_old_checkpoints(tmp_path):
   assert info["model"] == "mlp" and info["num_classes"] == 3 and shape is None
   with _one_line_error("no teacher checkpoint"):
     load_teacher(str(tmp_path / "nowhere"))
+
