@@ -58,6 +58,7 @@ import random
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Callable, Dict, Optional
@@ -202,8 +203,9 @@ def http_teacher(url: str, *, timeout: float = 30.0, retries: int = 5,
     JaxkdError (one line) for bad arguments here, and from `fn` on 4xx,
     malformed answers or exhausted retries.
   """
-  if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-    raise JaxkdError(f"teacher url must start with http:// or https://, got "
+  if not isinstance(url, str) or not url.startswith(
+      ("http://", "https://")) or not urllib.parse.urlsplit(url).hostname:
+    raise JaxkdError(f"teacher url must be http(s)://host[:port][/path], got "
                      f"{url!r}.")
   if format not in ("auto", "npy", "json"):
     raise JaxkdError(f"format must be 'auto', 'npy' or 'json', got "

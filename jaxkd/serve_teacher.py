@@ -12,9 +12,10 @@ client (the protocol is in that module's docstring). The server
 
   * answers POSTed batches (`.npy` or JSON) with logits, in the format of the
     request;
-  * keeps an answer cache per `Idempotency-Key`: a repeated key is answered
-    from the cache and not counted (the same key with other images is
-    refused, 422); concurrent requests with one key compute it once;
+  * keeps an answer cache per `Idempotency-Key`, in memory for the
+    server's lifetime: a repeated key is answered from the cache and not
+    counted (the same key with other images is refused, 422); concurrent
+    requests with one key compute it once;
   * counts what it answered: GET /stats -> {"answered_images": images run
     through the model for new keys (what a paid API would bill),
     "requests": POSTs received, "keys": distinct keys answered, "replays":
