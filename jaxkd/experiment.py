@@ -261,7 +261,7 @@ def train_teacher(config, dataset, pools, workdir, mesh):
   return model, state.variables, float(meta["accuracy"])
 
 
-def remote_teacher(config, pools, workdir):
+def remote_teacher(config, pools, workdir, num_classes: int):
   """(teacher_fn, test accuracy) for the teacher at `config.teacher.url`.
 
   The accuracy (the success-rate denominator) is measured once, by sending
@@ -278,10 +278,12 @@ def remote_teacher(config, pools, workdir):
     _log(f"teacher at {url}: test accuracy {acc:.4f} (recorded)")
     return fn, acc
   x, y = pools.test_images, pools.test_labels
-  pred = np.concatenate([
-      fn(x[i:i + 256], request_id=f"test-accuracy-{i}").argmax(1)
-      for i in range(0, len(x), 256)])
-  acc = float(np.mean(pred == y))
+  logits = np.concatenate([fn(x[i:i + 256], request_id=f"test-accuracy-{i}")
+                           for i in range(0, len(x), 256)])
+  if logits.shape[1] != num_classes:
+    raise JaxkdError(f"teacher at {url} answers {logits.shape[1]} classes, "
+                     f"{config.dataset} has {num_classes}; nothing was paid.")
+  acc = float(np.mean(logits.argmax(1) == y))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     json.dump({"url": url, "accuracy": acc, "test_images": len(x)}, f)
@@ -324,7 +326,8 @@ def _run_active(config, workdir, accepted):
        f", initial L {len(pools.initial_images)}, pool U "
        f"{len(pools.pool_images)}, test {len(pools.test_images)}")
   if config.teacher.get("url"):
-    teacher_fn, teacher_acc = remote_teacher(config, pools, workdir)
+    teacher_fn, teacher_acc = remote_teacher(config, pools, workdir,
+                                             dataset.num_classes)
   else:
     teacher_model, teacher_vars, teacher_acc = train_teacher(
         config, dataset, pools, workdir, mesh)

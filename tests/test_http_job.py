@@ -59,9 +59,14 @@ def test_job_queries_a_teacher_url_instead_of_training_one(serve, tmp_path):
   assert len(keys) == 20 == out["strategies"]["random"][0][-1]["queries"]
   assert s.stats()["answered_images"] == len(keys) + 100  # + test accuracy
   # A resumed job reads the recorded accuracy: nothing is sent.
-  _, acc = experiment.remote_teacher(c, pools, str(tmp_path))
+  _, acc = experiment.remote_teacher(c, pools, str(tmp_path), 10)
   assert acc == out["teacher_accuracy"]
   assert s.stats()["answered_images"] == len(keys) + 100
+  # A teacher with other classes is refused before the budget is touched.
+  c.teacher.url = serve(predict=lambda x: predict(x)[:, :3]).url
+  with _one_line_error("answers 3 classes, digits has 10; nothing was paid"):
+    experiment.train_and_evaluate(c, str(tmp_path / "other"))
+  assert not os.path.exists(tmp_path / "other" / "random")
   c.job, c.unix = "unix", common.unix_config().unix
   with _one_line_error("teacher.url is for the active job"):
     experiment.validate_config(c)
