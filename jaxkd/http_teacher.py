@@ -71,6 +71,7 @@ NPY = "application/x-npy"
 JSON = "application/json"
 OUTPUT_HEADER = "X-Teacher-Output"
 MAX_RETRY_AFTER = 600.0
+MAX_ANSWER = 256 << 20  # bytes: a larger answer is malformed
 _RETRY_STATUS = (408, 429)
 
 
@@ -150,7 +151,8 @@ def _answer(body: bytes, ctype: str, out_kind: str, k: int, url: str
     if not (np.issubdtype(out.dtype, np.floating)
             or np.issubdtype(out.dtype, np.integer)):
       raise ValueError(f"dtype {out.dtype} is not numeric")
-  except (ValueError, TypeError, UnicodeDecodeError, EOFError) as e:
+  except (ValueError, TypeError, UnicodeDecodeError, EOFError,
+          RecursionError) as e:
     raise JaxkdError(f"{where} sent a malformed answer ({_one_line(e)}); "
                      "nothing was recorded.") from None
   if out.ndim != 2 or out.shape[0] != k or out.shape[1] < 2:
@@ -240,7 +242,10 @@ def http_teacher(url: str, *, timeout: float = 30.0, retries: int = 5,
     req = urllib.request.Request(url, data=body, headers=hdrs, method="POST")
     try:
       with opener.open(req, timeout=timeout) as resp:
-        data = resp.read()
+        data = resp.read(MAX_ANSWER + 1)
+        if len(data) > MAX_ANSWER:
+          raise JaxkdError(f"teacher at {url} sent an answer over "
+                           f"{MAX_ANSWER} bytes; nothing was recorded.")
         return data, resp.headers.get("Content-Type", ""), (
             resp.headers.get(OUTPUT_HEADER) or "logits").strip().lower()
     except urllib.error.HTTPError as e:

@@ -234,7 +234,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       if not (np.issubdtype(images.dtype, np.floating)
               or np.issubdtype(images.dtype, np.integer)):
         raise ValueError(f"dtype {images.dtype} is not numeric")
-    except (ValueError, TypeError, UnicodeDecodeError, EOFError) as e:
+    except (ValueError, TypeError, UnicodeDecodeError, EOFError,
+            RecursionError) as e:
       raise _BadRequest(400, "cannot decode images: "
                         f"{' '.join(str(e).split())[:200]}") from None
     images = images.astype(np.float32)
