@@ -168,10 +168,10 @@ def _answer(body: bytes, ctype: str, out_kind: str, k: int, url: str
                      "'logits' or 'probs'.")
   sums = out.sum(1)
   if out.min() < -1e-6 or out.max() > 1 + 1e-6 or np.abs(sums - 1).max() > 1e-3:
-    raise JaxkdError(f"{where} answered probabilities that are not a "
-                     f"distribution (row sums {sums.min():.4g}..{sums.max():.4g}"
-                     f", range {out.min():.4g}..{out.max():.4g}); nothing was "
-                     "recorded.")
+    raise JaxkdError(
+        f"{where} answered probabilities that are not a distribution (row "
+        f"sums {sums.min():.4g}..{sums.max():.4g}, range {out.min():.4g}.."
+        f"{out.max():.4g}); nothing was recorded.")
   return np.log(np.clip(out, 1e-30, None)).astype(np.float32)
 
 
@@ -267,8 +267,8 @@ def http_teacher(url: str, *, timeout: float = 30.0, retries: int = 5,
     except (urllib.error.URLError, http.client.HTTPException, socket.timeout,
             TimeoutError, ConnectionError, OSError) as e:
       reason = getattr(e, "reason", None) or e
-      raise _Retry(f"{type(reason).__name__}: {_one_line(reason) or 'no answer'}"
-                   ) from None
+      text = _one_line(reason) or "no answer"
+      raise _Retry(f"{type(reason).__name__}: {text}") from None
 
   def fn(images, request_id: Optional[str] = None) -> np.ndarray:
     images = np.ascontiguousarray(images, np.float32)
