@@ -5,7 +5,8 @@ the config (the only module that does), checks it before anything is paid,
 and dispatches on `config.job`:
 
   "active" (default): data and pools -> teacher (trained once,
-    checkpointed) -> for each strategy and seed, the one round loop
+    checkpointed; or remote, `teacher.url`, see `jaxkd.http_teacher`) ->
+    for each strategy and seed, the one round loop
     (`jaxkd.loop.run_loop`) with its own ledger and checkpoints;
   "unix": teacher -> for each UNIX method (KD, Random+KD, UNIX, ablations)
     and seed, a student trained through `jaxkd.train.fit` with the UNIX
@@ -157,6 +158,7 @@ def validate_config(config) -> None:
   for s in config.seeds:
     _positive("seeds", s, integer=True, zero_ok=True)
   tc = config.teacher
+  _check_teacher_url(tc.get("url", ""), job)
   _positive("teacher.epochs", tc.epochs, integer=True)
   _positive("teacher.batch_size", tc.batch_size, integer=True)
   _positive("teacher.learning_rate", tc.learning_rate)
@@ -176,6 +178,17 @@ def validate_config(config) -> None:
   _positive("loop.temperature", lc.temperature)
   train.OPTIMIZERS.get(lc.optimizer)
   train.LOSSES.get(lc.loss)
+
+
+def _check_teacher_url(url, job):
+  if not url:
+    return
+  if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+    raise JaxkdError(f"config.teacher.url must start with http:// or "
+                     f"https://, got {url!r}.")
+  if job != "active":
+    raise JaxkdError("config.teacher.url is for the active job; the UNIX job "
+                     "needs the teacher's model (its features and FLOPs).")
 
 
 def _validate_unix(config):
@@ -215,14 +228,15 @@ def train_teacher(config, dataset, pools, workdir, mesh):
   state = train.create_train_state(model, jax.random.key(tc.seed),
                                    images.shape[1:], tx)
   ckpt = Checkpointer(os.path.join(workdir, "teacher"), max_to_keep=1)
+  record = {k: v for k, v in _plain(tc.to_dict()).items() if k != "url"}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     old = meta.get("config")
-    if old is not None and old != _plain(tc.to_dict()):
+    if old is not None and old != record:
       ckpt.close()
       raise JaxkdError(
           f"{os.path.join(workdir, 'teacher')} holds a teacher trained with "
-          f"{_diff(old, _plain(tc.to_dict()), 'teacher.')}; the ledgers "
+          f"{_diff(old, record, 'teacher.')}; the ledgers "
           "hold its answers, so it is not retrained in place: use a new "
           "workdir.")
     _log(f"teacher {tc.model}: restored, test accuracy {meta['accuracy']:.4f}")
@@ -235,13 +249,47 @@ def train_teacher(config, dataset, pools, workdir, mesh):
                          progress=config.progress, desc=f"teacher {tc.model}")
     acc = train.accuracy(model, state.variables, pools.test_images,
                          pools.test_labels, mesh=mesh)
+    # num_classes and input_shape let `jaxkd.serve_teacher` serve it.
     ckpt.save(0, jax.device_get(state),
-              {"accuracy": acc, "config": _plain(tc.to_dict())})
+              {"accuracy": acc, "config": record,
+               "num_classes": dataset.num_classes,
+               "input_shape": list(images.shape[1:])})
     _log(f"teacher {tc.model}: test accuracy {acc:.4f} "
          f"({time.time() - t0:.1f}s, {len(images)} training images)")
   _, meta = ckpt.restore(state)
   ckpt.close()
   return model, state.variables, float(meta["accuracy"])
+
+
+def remote_teacher(config, pools, workdir, num_classes: int):
+  """(teacher_fn, test accuracy) for the teacher at `config.teacher.url`.
+
+  The accuracy (the success-rate denominator) is measured once, by sending
+  the test split outside the ledger and the budget, and kept in
+  workdir/teacher/remote.json for resumed runs.
+  """
+  from jaxkd.http_teacher import http_teacher
+  url = config.teacher.url
+  fn = http_teacher(url)
+  path = os.path.join(workdir, "teacher", "remote.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      acc = float(json.load(f)["accuracy"])
+    _log(f"teacher at {url}: test accuracy {acc:.4f} (recorded)")
+    return fn, acc
+  x, y = pools.test_images, pools.test_labels
+  logits = np.concatenate([fn(x[i:i + 256], request_id=f"test-accuracy-{i}")
+                           for i in range(0, len(x), 256)])
+  if logits.shape[1] != num_classes:
+    raise JaxkdError(f"teacher at {url} answers {logits.shape[1]} classes, "
+                     f"{config.dataset} has {num_classes}; nothing was paid.")
+  acc = float(np.mean(logits.argmax(1) == y))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"url": url, "accuracy": acc, "test_images": len(x)}, f)
+  _log(f"teacher at {url}: test accuracy {acc:.4f} ({len(x)} test images "
+       "sent once, outside the budget)")
+  return fn, acc
 
 
 def loop_settings(config, seed: int, strategy: str) -> loop.LoopSettings:
@@ -277,9 +325,13 @@ def _run_active(config, workdir, accepted):
   _log(f"data {config.dataset}: teacher-train {len(pools.teacher_train_images)}"
        f", initial L {len(pools.initial_images)}, pool U "
        f"{len(pools.pool_images)}, test {len(pools.test_images)}")
-  teacher_model, teacher_vars, teacher_acc = train_teacher(
-      config, dataset, pools, workdir, mesh)
-  teacher_fn = flax_teacher_fn(teacher_model, teacher_vars)
+  if config.teacher.get("url"):
+    teacher_fn, teacher_acc = remote_teacher(config, pools, workdir,
+                                             dataset.num_classes)
+  else:
+    teacher_model, teacher_vars, teacher_acc = train_teacher(
+        config, dataset, pools, workdir, mesh)
+    teacher_fn = flax_teacher_fn(teacher_model, teacher_vars)
   oracle_pool = np.concatenate([pools.initial_images, pools.pool_images])
   n_init = len(pools.initial_images)
   initial = np.arange(n_init)
@@ -315,7 +367,11 @@ def _run_active(config, workdir, accepted):
   return report(
       config, workdir, results, teacher_acc, t_start, accepted,
       table=summary_table(results),
-      title=f"{config.dataset}: {config.student} from {config.teacher.model}")
+      title=f"{config.dataset}: {config.student} from {_teacher_name(config)}")
+
+
+def _teacher_name(config) -> str:
+  return config.teacher.get("url") or config.teacher.model
 
 
 def report(config, workdir, results, teacher_acc, t_start, accepted, *,
@@ -335,7 +391,7 @@ def report(config, workdir, results, teacher_acc, t_start, accepted, *,
     plotting.plot_success_curves(results, os.path.join(workdir, "curve.png"),
                                  title=title)
     wrote += " and curve.png"
-  _log(f"\n{title}; teacher {config.teacher.model} test accuracy: "
+  _log(f"\n{title}; teacher {_teacher_name(config)} test accuracy: "
        f"{teacher_acc:.4f}")
   _log(table)
   _log(f"\nwrote {os.path.join(workdir, wrote)} "

@@ -34,10 +34,14 @@ def loop_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def teacher_config(**overrides) -> ml_collections.ConfigDict:
-  """Teacher training on the teacher-train split (hard labels, cosine)."""
+  """Teacher training on the teacher-train split (hard labels, cosine).
+
+  `url`: a remote teacher (`python -m jaxkd.serve_teacher`, or any server
+  speaking `jaxkd.http_teacher`'s protocol) that the active job queries
+  instead of training one; the other fields are then unused."""
   c = ml_collections.ConfigDict(dict(
       model="lenet5", epochs=30, batch_size=64, optimizer="adam",
-      learning_rate=3e-3, seed=0))
+      learning_rate=3e-3, seed=0, url=""))
   c.update(overrides)
   return c
 
