@@ -14,10 +14,24 @@ because orbax writes to a temporary directory and renames it atomically.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+
+from jaxkd.validation import JaxkdError
+
+
+def has_checkpoint(directory: str) -> bool:
+  """True if `directory` holds a finished checkpoint step (a directory named
+  by an integer; orbax writes a step under a temporary name and renames it
+  when done). Creates nothing."""
+  if not os.path.isdir(directory):
+    return False
+  return any(re.fullmatch(r"\d+", name)
+             and os.path.isdir(os.path.join(directory, name))
+             for name in os.listdir(directory))
 
 
 class Checkpointer:
@@ -48,8 +62,22 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {self.directory}.")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    try:
+      out = self._mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax/tensorstore/json errors of many types
+      first = (str(e).strip().splitlines() or [""])[0][:200]
+      raise JaxkdError(
+          f"Checkpoint {os.path.join(self.directory, str(step))} cannot be "
+          f"read ({type(e).__name__}: {first}). To recover, delete that step "
+          "directory: the run resumes from the step before (answers paid "
+          "since stay in the ledger and are not paid again).") from None
+    if not isinstance(out["meta"], dict):
+      raise JaxkdError(
+          f"Checkpoint {os.path.join(self.directory, str(step))} has no "
+          "metadata; delete that step directory to resume from the one "
+          "before.")
     return out["state"], out["meta"]
 
   def close(self) -> None:

@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 
 from jaxkd import data, loop, parallel, plotting, train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd.checkpoint import Checkpointer, has_checkpoint
 from jaxkd.models import MODELS, get_model
 from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
@@ -298,7 +298,9 @@ def _run_active(config, workdir, accepted):
                              pools.initial_images if own else oracle_pool,
                              budget=budget,
                              ledger_path=os.path.join(run_dir, "ledger.sqlite"),
-                             hard_labels=config.hard_labels)
+                             hard_labels=config.hard_labels,
+                             must_exist=has_checkpoint(
+                                 os.path.join(run_dir, "checkpoints")))
       try:
         records = loop.run_loop(
             strategy=name, student=student, oracle=oracle,
@@ -312,10 +314,13 @@ def _run_active(config, workdir, accepted):
       finally:
         oracle.close()
       results.setdefault(name, []).append(records)
+  unpaid = sum(x.get("unpaid_teacher_forwards", 0)
+               for runs in results.values() for r in runs for x in r)
   return report(
       config, workdir, results, teacher_acc, t_start, accepted,
       table=summary_table(results),
-      title=f"{config.dataset}: {config.student} from {config.teacher.model}")
+      title=f"{config.dataset}: {config.student} from {config.teacher.model}",
+      extra={"unpaid_teacher_forwards": int(unpaid)})
 
 
 def report(config, workdir, results, teacher_acc, t_start, accepted, *,
