@@ -37,8 +37,12 @@ def has_checkpoint(directory: str) -> bool:
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` keyed by integer steps."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: int = 2,
+               recovery: Optional[str] = None):
+    """`recovery`: what the error for an unreadable step tells the user to
+    do (default: delete the step and resume from the one before)."""
     self.directory = os.path.abspath(directory)
+    self.recovery = recovery
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -70,15 +74,18 @@ class Checkpointer:
       first = (str(e).strip().splitlines() or [""])[0][:200]
       raise JaxkdError(
           f"Checkpoint {os.path.join(self.directory, str(step))} cannot be "
-          f"read ({type(e).__name__}: {first}). To recover, delete that step "
-          "directory: the run resumes from the step before (answers paid "
-          "since stay in the ledger and are not paid again).") from None
+          f"read ({type(e).__name__}: {first}). To recover, "
+          f"{self._recovery()}.") from None
     if not isinstance(out["meta"], dict):
       raise JaxkdError(
           f"Checkpoint {os.path.join(self.directory, str(step))} has no "
-          "metadata; delete that step directory to resume from the one "
-          "before.")
+          f"metadata. To recover, {self._recovery()}.")
     return out["state"], out["meta"]
+
+  def _recovery(self) -> str:
+    return self.recovery or (
+        "delete that step directory: the run resumes from the step before "
+        "(answers paid since stay in the ledger and are not paid again)")
 
   def close(self) -> None:
     self._mngr.close()

@@ -214,7 +214,10 @@ def train_teacher(config, dataset, pools, workdir, mesh):
                             total_steps=tc.epochs * steps_per_epoch)
   state = train.create_train_state(model, jax.random.key(tc.seed),
                                    images.shape[1:], tx)
-  ckpt = Checkpointer(os.path.join(workdir, "teacher"), max_to_keep=1)
+  ckpt = Checkpointer(
+      os.path.join(workdir, "teacher"), max_to_keep=1,
+      recovery="restore it from a backup or use a new workdir (the ledgers "
+      "hold this teacher's answers; a retrained teacher would not match)")
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     old = meta.get("config")

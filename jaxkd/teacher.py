@@ -520,10 +520,9 @@ class TeacherOracle:
     now = time.time()
     with self._db:
       self._db.execute("BEGIN IMMEDIATE")
-      marks = ",".join("?" * len(keys))
-      self._db.execute(
-          f"DELETE FROM pending WHERE request IN (SELECT request FROM pending "
-          f"WHERE key IN ({marks}))", keys)
+      self._db.executemany(
+          "DELETE FROM pending WHERE request IN (SELECT request FROM pending "
+          "WHERE key = ?)", [(k,) for k in keys])
       self._db.executemany(
           "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
           [(k, request, pos, int(round), now) for pos, k in enumerate(keys)])

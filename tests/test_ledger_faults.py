@@ -222,6 +222,64 @@ def test_lost_wal_after_kill_is_refused(runs, tmp_path):
   _refuses(run_dir, log_path, "empty", must_exist=False)
 
 
+def _wal_commit_ends(wal):
+  """Byte offsets just after each commit frame of a SQLite WAL file (32-byte
+  header, then frames of a 24-byte header and one page; a commit frame
+  has a non-zero 'database size' field)."""
+  with open(wal, "rb") as f:
+    raw = f.read()
+  page = int.from_bytes(raw[8:12], "big")
+  ends, off = [], 32
+  while off + 24 + page <= len(raw):
+    commit = int.from_bytes(raw[off + 4:off + 8], "big")
+    off += 24 + page
+    if commit:
+      ends.append(off)
+  return ends
+
+
+@pytest.mark.parametrize("cut,pending", [(2, 1), (5, 0)])
+def test_truncated_wal_after_kill_resends_under_the_same_ids(runs, tmp_path,
+                                                             cut, pending):
+  # The run died in round 1's training; its WAL ends with the transactions
+  # intent(2), commit(2), intent(3), commit(3) (one per teacher call). Cut
+  # after commit(2) + intent(3): batch 3 is pending, reported and re-sent.
+  # Cut after round 0: both batches of round 1 are gone without a trace;
+  # the resumed run makes the same selection and numbers its requests from
+  # the ledger, so it re-sends the same batches under the same request ids
+  # (an idempotent teacher charges them once).
+  (ref_records, ref_rows, _), killed = runs
+  run_dir, log_path = _copy(killed["train:1"], tmp_path / "c")
+  wal = os.path.join(run_dir, "ledger.sqlite-wal")
+  with open(wal, "r+b") as f:
+    f.truncate(_wal_commit_ends(wal)[-cut])
+  os.remove(os.path.join(run_dir, "ledger.sqlite-shm"))  # rebuilt on open
+  before = _log(log_path)
+  lines = []
+  records = worker.run(run_dir, log_path, log=lines.append)
+  assert _strip(records) == _strip(ref_records)
+  assert _rows(os.path.join(run_dir, "ledger.sqlite")) == ref_rows
+  assert len([ln for ln in lines if "paid twice" in ln]) == pending
+  log = _log(log_path)
+  resent = log[len(before):len(before) + (2 if cut == 5 else 1)]
+  assert resent == before[len(before) - len(resent):]  # same ids, same images
+  # Charged once per request id: 6 requests, 14 images, each once.
+  charged = {(rid, tuple(idx)) for rid, idx in log}
+  assert len(charged) == len({rid for rid, _ in log}) == 6
+  images = [i for _, idx in charged for i in idx]
+  assert len(images) == len(set(images)) == len(ref_rows)
+
+
+def test_wal_cut_before_the_checkpointed_rows_is_refused(runs, tmp_path):
+  _, killed = runs
+  run_dir, log_path = _copy(killed["train:1"], tmp_path / "c")
+  wal = os.path.join(run_dir, "ledger.sqlite-wal")
+  with open(wal, "r+b") as f:
+    f.truncate(_wal_commit_ends(wal)[-6])  # round 0's second batch is lost
+  os.remove(os.path.join(run_dir, "ledger.sqlite-shm"))
+  _refuses(run_dir, log_path, "has 3 rows but checkpoint round 0 in")
+
+
 def _settle(ledger):
   """Moves the WAL into the database file (a clean open and close)."""
   db = sqlite3.connect(ledger)

@@ -409,6 +409,23 @@ def test_pending_batch_is_reported_and_resent_under_its_id(tmp_path):
   other.close()
 
 
+def test_pending_batch_needed_in_part_is_sent_fresh(tmp_path):
+  # An idempotency key must always mean the same batch: a query that needs
+  # only some keys of a pending request sends them under a new id, and the
+  # old request can no longer be re-sent whole, so its mark is dropped.
+  pool = _pool()
+  t = IdTeacher(pool, die=1)
+  oracle, _, path = _open(tmp_path, t=t, batch_size=3)
+  with pytest.raises(KeyboardInterrupt):
+    oracle.query([1, 2, 3])
+  assert [p.keys for p in oracle.pending()] == [("p:1", "p:2", "p:3")]
+  oracle.teacher_fn = good = IdTeacher(pool)
+  oracle.query([2])
+  assert good.batches == [[2]] and good.ids == [oracle.request_id(1)]
+  assert good.ids[0] != t.ids[0] and oracle.pending() == []
+  oracle.close()
+
+
 def test_must_exist_refuses_missing_empty_or_corrupt_ledger(tmp_path):
   pool = _pool()
   path = str(tmp_path / "l.sqlite")
