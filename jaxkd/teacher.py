@@ -26,9 +26,9 @@ The teacher is any `fn(images [B, H, W, C]) -> logits [B, C]`: a trained Flax
 model (`flax_teacher_fn`) or a remote black box. A teacher fn with the
 attribute `accepts_request_id = True` is called as
 `fn(images, request_id=str)`; the id ('<ledger uuid>-<request>') is unique
-across ledgers and repeated only when the same batch is re-sent. Answers are stored as
-float32 probabilities (softmax of the logits), or as one-hot vectors when the
-teacher only gives hard labels (`hard_labels=True`).
+across ledgers and repeated only when the same batch is re-sent. Answers
+are stored as float32 probabilities (softmax of the logits), or as one-hot
+vectors when the teacher only gives hard labels (`hard_labels=True`).
 """
 
 from __future__ import annotations
