@@ -14,17 +14,35 @@ because orbax writes to a temporary directory and renames it atomically.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
 
+from jaxkd.validation import JaxkdError
+
+
+def has_checkpoint(directory: str) -> bool:
+  """True if `directory` holds a finished checkpoint step (a directory named
+  by an integer; orbax writes a step under a temporary name and renames it
+  when done). Creates nothing."""
+  if not os.path.isdir(directory):
+    return False
+  return any(re.fullmatch(r"\d+", name)
+             and os.path.isdir(os.path.join(directory, name))
+             for name in os.listdir(directory))
+
 
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` keyed by integer steps."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: int = 2,
+               recovery: Optional[str] = None):
+    """`recovery`: what the error for an unreadable step tells the user to
+    do (default: delete the step and resume from the one before)."""
     self.directory = os.path.abspath(directory)
+    self.recovery = recovery
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -48,9 +66,26 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {self.directory}.")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    try:
+      out = self._mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax/tensorstore/json errors of many types
+      first = (str(e).strip().splitlines() or [""])[0][:200]
+      raise JaxkdError(
+          f"Checkpoint {os.path.join(self.directory, str(step))} cannot be "
+          f"read ({type(e).__name__}: {first}). To recover, "
+          f"{self._recovery()}.") from None
+    if not isinstance(out["meta"], dict):
+      raise JaxkdError(
+          f"Checkpoint {os.path.join(self.directory, str(step))} has no "
+          f"metadata. To recover, {self._recovery()}.")
     return out["state"], out["meta"]
+
+  def _recovery(self) -> str:
+    return self.recovery or (
+        "delete that step directory: the run resumes from the step before "
+        "(answers paid since stay in the ledger and are not paid again)")
 
   def close(self) -> None:
     self._mngr.close()

@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 
 from jaxkd import data, loop, parallel, plotting, train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd.checkpoint import Checkpointer, has_checkpoint
 from jaxkd.models import MODELS, get_model
 from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
@@ -227,7 +227,10 @@ def train_teacher(config, dataset, pools, workdir, mesh):
                             total_steps=tc.epochs * steps_per_epoch)
   state = train.create_train_state(model, jax.random.key(tc.seed),
                                    images.shape[1:], tx)
-  ckpt = Checkpointer(os.path.join(workdir, "teacher"), max_to_keep=1)
+  ckpt = Checkpointer(
+      os.path.join(workdir, "teacher"), max_to_keep=1,
+      recovery="restore it from a backup or use a new workdir (the ledgers "
+      "hold this teacher's answers; a retrained teacher would not match)")
   record = {k: v for k, v in _plain(tc.to_dict()).items() if k != "url"}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
@@ -350,7 +353,9 @@ def _run_active(config, workdir, accepted):
                              pools.initial_images if own else oracle_pool,
                              budget=budget,
                              ledger_path=os.path.join(run_dir, "ledger.sqlite"),
-                             hard_labels=config.hard_labels)
+                             hard_labels=config.hard_labels,
+                             must_exist=has_checkpoint(
+                                 os.path.join(run_dir, "checkpoints")))
       try:
         records = loop.run_loop(
             strategy=name, student=student, oracle=oracle,
@@ -364,10 +369,13 @@ def _run_active(config, workdir, accepted):
       finally:
         oracle.close()
       results.setdefault(name, []).append(records)
+  unpaid = sum(x.get("unpaid_teacher_forwards", 0)
+               for runs in results.values() for r in runs for x in r)
   return report(
       config, workdir, results, teacher_acc, t_start, accepted,
       table=summary_table(results),
-      title=f"{config.dataset}: {config.student} from {_teacher_name(config)}")
+      title=f"{config.dataset}: {config.student} from {_teacher_name(config)}",
+      extra={"unpaid_teacher_forwards": int(unpaid)})
 
 
 def _teacher_name(config) -> str:

@@ -12,7 +12,11 @@ fine-tuned) on every answer paid so far.
 The loop owns resume, records, checkpoints, progress and the round log.
 After every round the student state (and the strategy's `extra` pytree) and
 the round records are checkpointed with orbax; the ledger holds every paid
-answer with the round that paid for it. A resumed run restores the last
+answer with the round that paid for it, and each checkpoint records the
+ledger's fingerprint (row count, digest of its keys). A resumed run first
+proves the ledger still holds those rows (refusing, with nothing paid, a
+ledger that is missing, empty, shorter or different), reports teacher calls
+that were never committed (pending requests), restores the last
 checkpointed round and recomputes the interrupted round's selection from
 ledger rows of earlier rounds only, so it picks the same items and gets
 them from the ledger for free: no query is ever paid twice.
@@ -37,7 +41,7 @@ from jaxkd import train
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.selection import SelectionInputs, Strategy, get_strategy
 from jaxkd.selection.registry import LOOP_FIELDS
-from jaxkd.teacher import TeacherOracle
+from jaxkd.teacher import TeacherOracle, ledger_error
 from jaxkd.validation import JaxkdError, check_k
 
 
@@ -111,15 +115,10 @@ class RoundContext:
   def candidate_images(self) -> np.ndarray:
     return self.oracle.pool_images[self.candidate_indices]
 
-  def paid_answers(self, pool_indices) -> np.ndarray:
-    """Ledger answers [k, C] of already-paid pool points; never pays."""
-    rows = {e["pool_index"]: e["probs"]
-            for e in self.oracle.entries(kind="pool")}
-    missing = [int(i) for i in pool_indices if int(i) not in rows]
-    if missing:
-      raise JaxkdError(f"{len(missing)} pool points (e.g. {missing[0]}) are "
-                       "not in the ledger; refusing to pay for them here.")
-    return np.stack([rows[int(i)] for i in pool_indices])
+  def paid_answers(self, items) -> np.ndarray:
+    """Ledger answers [k, C] of already-paid pool indices or ledger keys;
+    never pays (`TeacherOracle.paid_answers`)."""
+    return self.oracle.paid_answers(items)
 
   def fit(self, images, targets, labels=None, *, seed: int,
           loss: Optional[str] = None, state=None, desc: Optional[str] = None):
@@ -183,6 +182,11 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     records, start = _resume(ckpt, ctx, name, log)
+    for req in oracle.pending():
+      log(f"[{name}] {len(req.keys)} answers may have been paid twice: "
+          f"request {req.request}, round {req.round} (killed between the "
+          f"teacher call and the commit); re-sent as {req.request_id} when "
+          "needed")
     for r in range(start, settings.rounds + 1):
       t0 = time.time()
       forwards_before = oracle.unpaid_forwards
@@ -246,6 +250,7 @@ def _resume(ckpt: Checkpointer, ctx: RoundContext, name, log):
   if ckpt.latest_step() is None:
     return [], 0
   restored, meta = ckpt.restore(_template(ctx))
+  _check_ledger(ctx.oracle, meta, ckpt, log, name)
   if ctx.extra is None:
     ctx.state = restored
   else:
@@ -253,6 +258,27 @@ def _resume(ckpt: Checkpointer, ctx: RoundContext, name, log):
   log(f"[{name}] resumed after round {meta['round']} "
       f"({ctx.oracle.spent} answers in the ledger)")
   return meta["records"], meta["round"] + 1
+
+
+def _check_ledger(oracle: TeacherOracle, meta, ckpt, log, name):
+  """The ledger must start with the rows the checkpoint saw (count and
+  digest of keys in payment order); rows paid after it (a round killed
+  before its checkpoint) are fine. Anything else would re-pay answers."""
+  want = meta.get("ledger")
+  where = f"checkpoint round {meta['round']} in {ckpt.directory}"
+  if want is None:
+    log(f"[{name}] {where} predates ledger fingerprints: ledger not checked")
+    return
+  rows, digest = int(want["rows"]), want["digest"]
+  have = oracle.spent
+  if have < rows:
+    what = "is empty" if have == 0 else f"has {have} rows"
+    raise ledger_error(oracle.ledger_path,
+                       f"{what} but {where} recorded {rows} paid answers")
+  if oracle.fingerprint(rows).digest != digest:
+    raise ledger_error(oracle.ledger_path,
+                       f"differs from the {rows} paid answers {where} "
+                       "recorded (other keys or order)")
 
 
 def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
@@ -271,7 +297,9 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
   records.append(rec)
   saved = ctx.state if ctx.extra is None else {"student": ctx.state,
                                                "extra": ctx.extra}
-  ckpt.save(r, jax.device_get(saved), {"round": r, "records": records})
+  ckpt.save(r, jax.device_get(saved),
+            {"round": r, "records": records,
+             "ledger": ctx.oracle.fingerprint()._asdict()})
   with open(os.path.join(workdir, "rounds.json"), "w") as f:
     json.dump(records, f, indent=1)
   log(f"[{name}] round {r}: queries={rec['queries']} "

@@ -9,18 +9,33 @@ Every teacher answer costs money, so `TeacherOracle`:
   * writes each answered batch to SQLite (WAL mode, synchronous=FULL, one
     transaction per teacher batch) *before* returning it, so a killed run
     loses at most the batch in flight and a reopened ledger restores every
-    answer and the spent budget exactly.
+    answer and the spent budget exactly;
+  * writes its intent ahead: before each teacher call the batch's keys are
+    committed as *pending* under a request id; the answers and the clearing
+    of that mark are one transaction. A run killed between the call and the
+    commit leaves the pending rows: `pending()` reports them ("may have been
+    paid twice") and the next query of those keys re-sends the same batch
+    under the same request id, so a teacher service that honours idempotency
+    keys charges it once;
+  * proves itself: `fingerprint()` is (row count, running sha256 of the keys
+    in payment order); the round loop stores it in every checkpoint and a
+    resumed run refuses a ledger that is missing, empty, shorter or
+    different instead of paying again.
 
 The teacher is any `fn(images [B, H, W, C]) -> logits [B, C]`: a trained Flax
-model (`flax_teacher_fn`) or a remote black box. Answers are stored as
-float32 probabilities (softmax of the logits), or as one-hot vectors when the
-teacher only gives hard labels (`hard_labels=True`).
+model (`flax_teacher_fn`) or a remote black box. A teacher fn with the
+attribute `accepts_request_id = True` is called as
+`fn(images, request_id=str)`; the id ('<ledger uuid>-<request>') is unique
+across ledgers and repeated only when the same batch is re-sent. Answers
+are stored as float32 probabilities (softmax of the logits), or as one-hot
+vectors when the teacher only gives hard labels (`hard_labels=True`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 
 try:
   import fcntl
@@ -28,7 +43,8 @@ except ImportError:  # not POSIX: no cross-process lock
   fcntl = None
 import sqlite3
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import (Callable, Iterable, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 import numpy as np
 
@@ -46,11 +62,46 @@ CREATE TABLE IF NOT EXISTS answers (
   i INTEGER, j INTEGER, lam REAL,  -- mixup pair and lambda
   round INTEGER NOT NULL,      -- active-learning round that paid for it
   seq INTEGER NOT NULL,        -- order of payment
-  batch INTEGER NOT NULL,      -- teacher batch (one transaction each)
+  batch INTEGER NOT NULL,      -- request number of the teacher call (one
+                               -- transaction each)
   created REAL NOT NULL,
   probs BLOB NOT NULL          -- float32 [num_classes]
 );
+CREATE TABLE IF NOT EXISTS pending (  -- write-ahead intent of a teacher call
+  key TEXT PRIMARY KEY,
+  request INTEGER NOT NULL,    -- request number (the answers' batch)
+  pos INTEGER NOT NULL,        -- position in the request's batch
+  round INTEGER NOT NULL,
+  created REAL NOT NULL
+);
 """
+
+# Key prefixes the oracle builds itself; `query_images` keys may not use them.
+RESERVED_PREFIXES = ("p:", "mix:")
+
+
+class LedgerFingerprint(NamedTuple):
+  """`rows` paid answers whose keys, in payment order, hash to `digest`
+  (sha256 hex over 'key\\n' per row)."""
+  rows: int
+  digest: str
+
+
+class PendingRequest(NamedTuple):
+  """A teacher call whose answers were never committed: `keys` in batch
+  order, sent (or about to be sent) as `request_id` in `round`."""
+  request: int
+  request_id: str
+  round: int
+  keys: Tuple[str, ...]
+
+
+def keys_digest(keys: Iterable[str]) -> str:
+  """Running sha256 over ledger keys in payment order."""
+  h = hashlib.sha256()
+  for k in keys:
+    h.update(k.encode() + b"\n")
+  return h.hexdigest()
 
 
 def pool_key(index: int) -> str:
@@ -112,11 +163,22 @@ def _lock_ledger(ledger_path: str):
   return fh
 
 
+RECOVERY = ("restore it from a backup, or rerun from round 0 in a new run "
+            "directory (which pays the teacher again for the lost answers)")
+
+
+def ledger_error(path: str, what: str) -> JaxkdError:
+  """The one-line error for a ledger that cannot be trusted."""
+  return JaxkdError(f"Ledger {path} {what}; nothing was paid. To recover, "
+                    f"{RECOVERY}.")
+
+
 class TeacherOracle:
   """Budgeted, ledgered access to a teacher over a fixed pool of images.
 
   Args:
-    teacher_fn: images [B, H, W, C] float32 -> logits [B, C].
+    teacher_fn: images [B, H, W, C] float32 -> logits [B, C] (called with
+      `request_id=` too when it has `accepts_request_id = True`).
     pool_images: [n, H, W, C] float32, the images pool indices refer to.
     budget: total number of paid teacher answers allowed (over all runs that
       share this ledger).
@@ -124,17 +186,28 @@ class TeacherOracle:
       belong to the same pool and budget).
     hard_labels: store and return one-hot argmax answers only.
     batch_size: images per teacher call (and per ledger transaction).
+    must_exist: the ledger must already exist and hold its metadata (a run
+      directory with checkpoints): a missing or empty file is refused
+      instead of being taken for a new ledger.
+
+  Accessors: counters are properties (`spent`, `remaining`, `budget`,
+  `unpaid_forwards`, `num_classes`); reads of ledger rows are methods, most
+  with filters: `queried_indices(max_round=)`, `entries(kind=, max_round=)`,
+  `paid_answers(items)`, `is_paid(keys)`, `fingerprint(rows=)`, `pending()`.
   """
 
   def __init__(self, teacher_fn: TeacherFn, pool_images: np.ndarray, *,
                budget: int, ledger_path: str, hard_labels: bool = False,
-               batch_size: int = 256):
+               batch_size: int = 256, must_exist: bool = False):
     check_rank("pool_images", pool_images, 4)
     check_finite("pool_images", pool_images)
-    if not isinstance(budget, (int, np.integer)) or budget < 0:
+    if (isinstance(budget, bool) or not isinstance(budget, (int, np.integer))
+        or budget < 0):
       raise JaxkdError(f"budget must be a non-negative int, got {budget!r}.")
-    if batch_size <= 0:
-      raise JaxkdError(f"batch_size must be positive, got {batch_size}.")
+    if (isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+      raise JaxkdError(f"batch_size must be a positive int, got "
+                       f"{batch_size!r}.")
     self.teacher_fn = teacher_fn
     self.pool_images = np.asarray(pool_images, np.float32)
     self.budget = int(budget)
@@ -142,25 +215,57 @@ class TeacherOracle:
     self.batch_size = int(batch_size)
     self.ledger_path = os.path.abspath(ledger_path)
     self.unpaid_forwards = 0  # teacher forwards that were not paid queries
+    self.num_classes: Optional[int] = None
+    self._db = self._lock = None
+    if must_exist and not (os.path.exists(self.ledger_path)
+                           and os.path.getsize(self.ledger_path) > 0):
+      raise ledger_error(self.ledger_path,
+                         "is missing or empty but this run has checkpoints: "
+                         "it is not taken for a new ledger")
     os.makedirs(os.path.dirname(self.ledger_path), exist_ok=True)
     self._lock = _lock_ledger(self.ledger_path)
+    try:
+      self._open(must_exist)
+    except sqlite3.DatabaseError as e:
+      self.close()
+      raise ledger_error(self.ledger_path, f"cannot be read ({e})") from None
+    except BaseException:
+      self.close()
+      raise
+
+  def _open(self, must_exist: bool):
     self._db = sqlite3.connect(self.ledger_path, isolation_level=None)
+    if must_exist:
+      tables = {r[0] for r in self._db.execute(
+          "SELECT name FROM sqlite_master WHERE type='table'")}
+      if "meta" not in tables or not self._db.execute(
+          "SELECT COUNT(*) FROM meta").fetchone()[0]:
+        raise ledger_error(self.ledger_path,
+                           "is empty but this run has checkpoints: it is not "
+                           "taken for a new ledger")
     self._db.execute("PRAGMA journal_mode=WAL")
     self._db.execute("PRAGMA synchronous=FULL")
     self._db.executescript(_SCHEMA)
     self._check_meta()
     self._cache = {}
     self._rounds = {}
-    self.num_classes: Optional[int] = None
+    self._keys: List[str] = []  # payment order
+    self._hash = hashlib.sha256()  # running digest of self._keys
     for key, rnd, blob in self._db.execute(
         "SELECT key, round, probs FROM answers ORDER BY seq"):
-      self._cache[key] = np.frombuffer(blob, np.float32).copy()
-      self._rounds[key] = rnd
+      self._remember(key, rnd, np.frombuffer(blob, np.float32).copy())
     if self._cache:
       self.num_classes = len(next(iter(self._cache.values())))
     self._seq = len(self._cache)
-    self._batch = self._db.execute(
-        "SELECT COALESCE(MAX(batch) + 1, 0) FROM answers").fetchone()[0]
+    self._request = self._db.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(batch) FROM answers), -1), "
+        "COALESCE((SELECT MAX(request) FROM pending), -1)) + 1").fetchone()[0]
+
+  def _remember(self, key, rnd, probs):
+    self._cache[key] = probs
+    self._rounds[key] = int(rnd)
+    self._keys.append(key)
+    self._hash.update(key.encode() + b"\n")
 
   # --------------------------------------------------------------- state --
 
@@ -168,17 +273,21 @@ class TeacherOracle:
     want = {"pool": fingerprint(self.pool_images), "budget": str(self.budget),
             "hard_labels": str(int(self.hard_labels))}
     have = dict(self._db.execute("SELECT key, value FROM meta"))
-    if not have:
+    if have:
+      for k, v in want.items():
+        if have.get(k) != v:
+          raise JaxkdError(
+              f"Ledger {self.ledger_path} was written for {k}={have.get(k)!r},"
+              f" not {v!r}: refusing to mix answers from different runs. Use "
+              "a new run directory or the original settings.")
+    if "ledger_id" not in have:  # unique prefix of this ledger's request ids
+      want["ledger_id"] = uuid.uuid4().hex
       with self._db:
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT INTO meta VALUES (?, ?)", want.items())
-      return
-    for k, v in want.items():
-      if have.get(k) != v:
-        raise JaxkdError(
-            f"Ledger {self.ledger_path} was written for {k}={have.get(k)!r}, "
-            f"not {v!r}: refusing to mix answers from different runs. Use a "
-            "new run directory or the original settings.")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                             want.items())
+      have = dict(self._db.execute("SELECT key, value FROM meta"))
+    self.ledger_id = have["ledger_id"]
 
   @property
   def spent(self) -> int:
@@ -210,10 +319,63 @@ class TeacherOracle:
     return out
 
   def is_paid(self, keys: Iterable[str]) -> np.ndarray:
+    """[k] bool: which ledger keys are paid."""
     return np.asarray([k in self._cache for k in keys], bool)
 
+  def paid_answers(self, items: Sequence[Union[int, str]]) -> np.ndarray:
+    """Ledger answers [k, C] of already-paid items: pool indices (ints) or
+    ledger keys (str). Never calls the teacher: raises JaxkdError if any is
+    not in the ledger. Every "free" re-read of paid answers goes here."""
+    keys = []
+    for it in items:
+      if isinstance(it, (str, np.str_)):
+        keys.append(str(it))
+      elif isinstance(it, (int, np.integer)) and not isinstance(it, bool):
+        keys.append(pool_key(it))
+      else:
+        raise JaxkdError(f"paid_answers takes pool indices or ledger keys, "
+                         f"got {it!r}.")
+    missing = [k for k in keys if k not in self._cache]
+    if missing:
+      raise JaxkdError(
+          f"{len(missing)} of {len(keys)} answers (e.g. {missing[0]}) are not "
+          f"in ledger {self.ledger_path}; paid_answers never pays.")
+    if not keys:
+      return np.zeros((0, self.num_classes or 0), np.float32)
+    return np.stack([self._cache[k] for k in keys])
+
+  def fingerprint(self, rows: Optional[int] = None) -> LedgerFingerprint:
+    """(rows, sha256 of the first `rows` keys in payment order); default all
+    rows. The round loop stores it in each checkpoint and a resume checks
+    that the ledger still starts with those rows."""
+    if rows is None:
+      return LedgerFingerprint(len(self._keys), self._hash.hexdigest())
+    rows = int(rows)
+    if not 0 <= rows <= len(self._keys):
+      raise JaxkdError(f"the ledger has {len(self._keys)} rows, not {rows}.")
+    return LedgerFingerprint(rows, keys_digest(self._keys[:rows]))
+
+  def request_id(self, request: int) -> str:
+    """The id a teacher sees for request number `request`: unique across
+    ledgers, repeated only when the same batch is re-sent."""
+    return f"{self.ledger_id}-{int(request)}"
+
+  def pending(self) -> List[PendingRequest]:
+    """Teacher calls whose answers were never committed (the run was killed
+    or the teacher failed between the intent and the commit): the teacher
+    may have answered, and charged for, these keys. The next query that
+    needs all of a request's keys re-sends them under the same request id."""
+    out = {}
+    for req, rnd, key in self._db.execute(
+        "SELECT request, round, key FROM pending ORDER BY request, pos"):
+      out.setdefault(req, (rnd, []))[1].append(key)
+    return [PendingRequest(req, self.request_id(req), rnd, tuple(keys))
+            for req, (rnd, keys) in out.items()]
+
   def close(self):
-    self._db.close()
+    if self._db is not None:
+      self._db.close()
+      self._db = None
     if self._lock is not None:
       self._lock.close()  # releases the flock
       self._lock = None
@@ -273,6 +435,16 @@ class TeacherOracle:
     check_finite("images", images)
     if len(keys) != len(images):
       raise JaxkdError(f"{len(keys)} keys for {len(images)} images.")
+    for k in keys:
+      if not isinstance(k, (str, np.str_)) or not k:
+        raise JaxkdError(f"query_images keys must be non-empty strings, got "
+                         f"{k!r}.")
+      if str(k).startswith(RESERVED_PREFIXES):
+        raise JaxkdError(
+            f"query_images key {str(k)!r} uses a prefix the oracle reserves "
+            f"for pool points and mixup images ({', '.join(RESERVED_PREFIXES)})"
+            "; it would collide with their answers.")
+    keys = [str(k) for k in keys]
     meta = {k: dict(kind="image") for k in keys}
     images = np.asarray(images, np.float32)
     return self._answer(list(keys), lambda sel: images[sel], meta, round)
@@ -312,35 +484,77 @@ class TeacherOracle:
           f"Query needs {len(new)} new teacher answers but only "
           f"{self.remaining} of the budget of {self.budget} remain "
           f"({self.spent} spent). Nothing was queried.")
-    new = np.asarray(new, np.int64)
-    for start in range(0, len(new), self.batch_size):
-      sel = new[start:start + self.batch_size]
+    # Pending requests this query needs whole are re-sent first, as the
+    # same batch under the same request id; the rest go in new requests.
+    todo = {keys[p]: p for p in new}
+    calls = []
+    if todo:
+      for req in self.pending():
+        if all(k in todo for k in req.keys):
+          calls.append((req.request, [todo.pop(k) for k in req.keys]))
+    rest = [p for p in new if keys[p] in todo]
+    for start in range(0, len(rest), self.batch_size):
+      calls.append((None, rest[start:start + self.batch_size]))
+    for request, sel in calls:
+      sel = np.asarray(sel, np.int64)
+      batch_keys = [keys[p] for p in sel]
+      if request is None:
+        request = self._intend(batch_keys, round)
       images = np.asarray(make_images(sel), np.float32)
-      probs = self._probs(np.asarray(self.teacher_fn(images)), len(sel))
-      self._commit([keys[p] for p in sel], probs, meta, round)
+      probs = self._probs(np.asarray(self._call(images, request)), len(sel))
+      self._commit(batch_keys, probs, meta, round, request)
     return np.stack([self._cache[k] for k in keys]) if keys else np.zeros(
         (0, self.num_classes or 0), np.float32)
 
-  def _commit(self, keys, probs, meta, round):
+  def _call(self, images, request):
+    if getattr(self.teacher_fn, "accepts_request_id", False):
+      return self.teacher_fn(images, request_id=self.request_id(request))
+    return self.teacher_fn(images)
+
+  def _intend(self, keys, round) -> int:
+    """Commits `keys` as pending under a new request number (write-ahead
+    intent) before the teacher is called; returns the number. Pending
+    requests that share a key are dropped: they can no longer be re-sent
+    whole."""
+    request = self._request
+    now = time.time()
+    with self._db:
+      self._db.execute("BEGIN IMMEDIATE")
+      self._db.executemany(
+          "DELETE FROM pending WHERE request IN (SELECT request FROM pending "
+          "WHERE key = ?)", [(k,) for k in keys])
+      self._db.executemany(
+          "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
+          [(k, request, pos, int(round), now) for pos, k in enumerate(keys)])
+    self._request += 1
+    return request
+
+  def _commit(self, keys, probs, meta, round, request):
+    """Answers of request `request` and the clearing of its pending mark,
+    in one durable transaction."""
     now = time.time()
     rows = []
     for k, p in zip(keys, probs):
       m = meta[k]
       rows.append((k, m["kind"], m.get("pool_index"), m.get("i"), m.get("j"),
-                   m.get("lam"), int(round), self._seq + len(rows), self._batch,
+                   m.get("lam"), int(round), self._seq + len(rows), request,
                    now, np.asarray(p, np.float32).tobytes()))
     with self._db:  # one transaction per teacher batch, durable on commit
       self._db.execute("BEGIN IMMEDIATE")
       self._db.executemany(
           "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+      self._db.execute("DELETE FROM pending WHERE request = ?", (request,))
     # Only after the commit does anything outside the ledger see the answers.
     for k, p in zip(keys, probs):
-      self._cache[k] = np.asarray(p, np.float32)
-      self._rounds[k] = int(round)
+      self._remember(k, round, np.asarray(p, np.float32))
     self.num_classes = probs.shape[1]
     self._seq += len(rows)
-    self._batch += 1
 
 
 def round_lam(lam: float) -> float:
   return float(f"{float(lam):.6f}")
+
+
+# The remote teacher fn (a paid API over HTTP), re-exported so that
+# `jaxkd.teacher.http_teacher(url)` works as documented.
+from jaxkd.http_teacher import http_teacher  # noqa: E402,F401

@@ -232,7 +232,19 @@ def test_experiment_runs_registered_and_mixup_strategies(tmp_path):
     assert [r["queries"] for r in runs[0]] == [20, 25]
   assert os.path.exists(tmp_path / "curve.png")
   with open(tmp_path / "results.json") as f:
-    assert "active_mixup" in json.load(f)["table"]
+    saved = json.load(f)
+  assert "active_mixup" in saved["table"]
+  assert saved["unpaid_teacher_forwards"] == sum(
+      r["unpaid_teacher_forwards"] for runs in out["strategies"].values()
+      for r in runs[0])
+  # A lost ledger is never taken for a new one when the run has checkpoints
+  # (issue 15): the rerun refuses, naming the file, before paying anything.
+  ledger = tmp_path / "margin" / "seed0" / "ledger.sqlite"
+  os.remove(ledger)
+  with pytest.raises(JaxkdError, match="is missing or empty") as e:
+    experiment.train_and_evaluate(c, str(tmp_path))
+  assert str(ledger) in str(e.value) and "\n" not in str(e.value)
+  assert not os.path.exists(ledger)
   c.strategies = ("nope",)
   with pytest.raises(JaxkdError, match="Unknown strategy"):
     experiment.train_and_evaluate(c, str(tmp_path / "bad"))

@@ -102,3 +102,29 @@ def test_restore_missing_checkpoint_raises(tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoint"):
     ckpt.restore(_state(0))
   ckpt.close()
+
+
+def test_has_checkpoint_and_corrupt_step_is_one_line(tmp_path):
+  import os
+
+  from jaxkd.checkpoint import has_checkpoint
+  from jaxkd.validation import JaxkdError
+  d = str(tmp_path / "c")
+  assert not has_checkpoint(d) and not os.path.exists(d)  # creates nothing
+  os.makedirs(os.path.join(d, "3.orbax-checkpoint-tmp-1"))
+  assert not has_checkpoint(d)  # an unfinished save is not a checkpoint
+  ckpt = Checkpointer(d, recovery="do X")
+  ckpt.save(1, jax.device_get(_state(0)), {"round": 1})
+  ckpt.close()
+  assert has_checkpoint(d)
+  for root, _, files in os.walk(os.path.join(d, "1")):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\x00garbage")
+  ckpt = Checkpointer(d, recovery="do X")
+  with pytest.raises(JaxkdError) as e:
+    ckpt.restore(_state(1))
+  ckpt.close()
+  msg = str(e.value)
+  assert "\n" not in msg and os.path.join(d, "1") in msg, msg
+  assert msg.endswith("To recover, do X."), msg

@@ -234,8 +234,12 @@ def test_teacher_nan_or_bad_shape_records_nothing(tmp_path):
   with pytest.raises(JaxkdError, match="shape"):
     oracle.query([1, 2])
   assert oracle.spent == 0 and _rows(path) == []
-  # A NaN in a later batch: the earlier, already answered batch stays paid
-  # and recorded (it was committed); the failing batch is not.
+  # The two failed calls left [1, 2] pending (the teacher may have charged
+  # for them): the next query re-sends exactly that batch first, under the
+  # same request id. A NaN in the later batch [3, 4, 5]: the earlier,
+  # already answered batch stays paid and recorded (it was committed); the
+  # failing batch is not, and stays pending.
+  assert [p.keys for p in oracle.pending()] == [("p:1", "p:2")]
   good = CountingTeacher(oracle.pool_images)
   calls = []
 
@@ -249,10 +253,13 @@ def test_teacher_nan_or_bad_shape_records_nothing(tmp_path):
   oracle.teacher_fn = nan_on_second
   with pytest.raises(JaxkdError, match="NaN"):
     oracle.query([1, 2, 3, 4, 5])
-  assert oracle.spent == 3 and [r[2] for r in _rows(path)] == [1, 2, 3]
+  assert calls == [2, 3]
+  assert oracle.spent == 2 and [r[2] for r in _rows(path)] == [1, 2]
+  assert [p.keys for p in oracle.pending()] == [("p:3", "p:4", "p:5")]
   oracle.teacher_fn = good
   oracle.query([1, 2, 3, 4, 5])
-  assert good.batches[-1] == [4, 5] and oracle.spent == 5
+  assert good.batches[-1] == [3, 4, 5] and oracle.spent == 5
+  assert oracle.pending() == []
   oracle.close()
 
 
@@ -321,6 +328,126 @@ def test_query_mixup_bad_input(tmp_path):
     oracle.query_mixup(np.array([1, 2]), np.array([0.5]))
   assert t.calls == 0 and _rows(path) == []
   oracle.close()
+
+
+# --------------------------------------------------------------- ledger ---
+
+
+def test_fingerprint_is_sha256_of_keys_in_payment_order(tmp_path):
+  import hashlib
+  oracle, t, path = _open(tmp_path, batch_size=2)
+  oracle.query([5, 1, 7])
+  oracle.query_mixup(np.array([[3, 2]]), np.array([0.25]), round=1)
+  order = ["p:5", "p:1", "p:7", "mix:2:3:0.750000"]
+  h = hashlib.sha256("".join(k + "\n" for k in order).encode()).hexdigest()
+  assert oracle.fingerprint() == (4, h)
+  h2 = hashlib.sha256(b"p:5\np:1\n").hexdigest()
+  assert oracle.fingerprint(2) == (2, h2)
+  oracle.close()
+  again, _, _ = _open(tmp_path, t=t, batch_size=2)  # survives a reopen
+  assert again.fingerprint() == (4, h) and again.fingerprint(2) == (2, h2)
+  with pytest.raises(JaxkdError, match="4 rows, not 5"):
+    again.fingerprint(5)
+  again.close()
+
+
+def test_paid_answers_never_pays(tmp_path):
+  oracle, t, path = _open(tmp_path)
+  oracle.query([3, 4])
+  calls = t.calls
+  np.testing.assert_allclose(oracle.paid_answers([4, "p:3"]),
+                             np_probs(oracle.pool_images[[4, 3]], t.w),
+                             rtol=1e-5)
+  with pytest.raises(JaxkdError, match="1 of 2 answers .*p:5.* never pays"):
+    oracle.paid_answers([3, 5])
+  with pytest.raises(JaxkdError, match="pool indices or ledger keys"):
+    oracle.paid_answers([3.0])
+  assert t.calls == calls and oracle.spent == 2
+  oracle.close()
+
+
+class IdTeacher(CountingTeacher):
+  """Records the request id of every call; dies (raises) on call `die`."""
+  accepts_request_id = True
+
+  def __init__(self, pool, die=0):
+    super().__init__(pool)
+    self.ids, self.die = [], die
+
+  def __call__(self, images, request_id):
+    self.ids.append(request_id)
+    out = super().__call__(images)
+    if self.calls == self.die:
+      raise KeyboardInterrupt("killed after the answer, before the commit")
+    return out
+
+
+def test_pending_batch_is_reported_and_resent_under_its_id(tmp_path):
+  pool = _pool()
+  t = IdTeacher(pool, die=2)
+  oracle, _, path = _open(tmp_path, t=t, batch_size=3)
+  with pytest.raises(KeyboardInterrupt):
+    oracle.query([0, 1, 2, 3, 4, 5, 6], round=2)
+  oracle.close()
+  oracle, _, _ = _open(tmp_path, t=IdTeacher(pool), batch_size=3)
+  (req,) = oracle.pending()
+  assert req.keys == ("p:3", "p:4", "p:5") and req.round == 2
+  assert req.request == 1 and req.request_id == t.ids[1]
+  assert oracle.spent == 3
+  # A query that needs all of it re-sends the same batch under the same id
+  # (first), then pays the rest under a new id.
+  oracle.query([6, 5, 4, 3, 0])
+  assert oracle.teacher_fn.batches == [[3, 4, 5], [6]]
+  assert oracle.teacher_fn.ids == [t.ids[1], oracle.request_id(2)]
+  assert len(set(t.ids + [oracle.request_id(2)])) == 3
+  assert oracle.pending() == [] and oracle.spent == 7
+  assert [r[8] for r in _rows(path)] == [0, 0, 0, 1, 1, 1, 2]
+  oracle.close()
+  # Request ids are unique across ledgers.
+  other, _, _ = _open(tmp_path / "b", t=IdTeacher(pool))
+  assert other.request_id(1) != req.request_id
+  other.close()
+
+
+def test_pending_batch_needed_in_part_is_sent_fresh(tmp_path):
+  # An idempotency key must always mean the same batch: a query that needs
+  # only some keys of a pending request sends them under a new id, and the
+  # old request can no longer be re-sent whole, so its mark is dropped.
+  pool = _pool()
+  t = IdTeacher(pool, die=1)
+  oracle, _, path = _open(tmp_path, t=t, batch_size=3)
+  with pytest.raises(KeyboardInterrupt):
+    oracle.query([1, 2, 3])
+  assert [p.keys for p in oracle.pending()] == [("p:1", "p:2", "p:3")]
+  oracle.teacher_fn = good = IdTeacher(pool)
+  oracle.query([2])
+  assert good.batches == [[2]] and good.ids == [oracle.request_id(1)]
+  assert good.ids[0] != t.ids[0] and oracle.pending() == []
+  oracle.close()
+
+
+def test_must_exist_refuses_missing_empty_or_corrupt_ledger(tmp_path):
+  pool = _pool()
+  path = str(tmp_path / "l.sqlite")
+  t = CountingTeacher(pool)
+  kw = dict(budget=5, ledger_path=path, must_exist=True)
+  with pytest.raises(JaxkdError, match="l.sqlite is missing or empty.*nothing"
+                     " was paid. To recover"):
+    TeacherOracle(t, pool, **kw)
+  assert not os.path.exists(path)
+  open(path, "w").close()
+  with pytest.raises(JaxkdError, match="missing or empty"):
+    TeacherOracle(t, pool, **kw)
+  sqlite3.connect(path).execute("CREATE TABLE x (a)").connection.commit()
+  with pytest.raises(JaxkdError, match="is empty but this run has checkp"):
+    TeacherOracle(t, pool, **kw)
+  with open(path, "wb") as f:
+    f.write(b"not a database" * 100)
+  for must in (True, False):
+    with pytest.raises(JaxkdError) as e:
+      TeacherOracle(t, pool, budget=5, ledger_path=path, must_exist=must)
+    assert "\n" not in str(e.value) and "cannot be read" in str(e.value)
+  assert t.calls == 0
 
 
 # ---------------------------------------------------------------- crash ---

@@ -88,6 +88,50 @@ def _gunzip(path: str, data: bytes) -> bytes:
     raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
 
 
+def _gunzip_idx(path: str, data: bytes) -> bytearray:
+  """Gunzips an IDX file, never producing more than the size its header
+  declares plus one byte (enough to report trailing data): a small file
+  that would expand far beyond its declared shape is rejected without
+  being expanded."""
+  state = {"d": zlib.decompressobj(16 + zlib.MAX_WBITS), "tail": data}
+  out = bytearray()
+
+  def fill(n):  # decompress until len(out) >= n or the input ends
+    while len(out) < n:
+      d = state["d"]
+      if d.eof:  # next gzip member, if any
+        if not d.unused_data:
+          return
+        state["tail"] = d.unused_data
+        state["d"] = d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+      tail = state["tail"]
+      if not tail:
+        if not d.eof:
+          raise JaxkdError(f"{path}: truncated gzip file ({len(data)} bytes).")
+        return
+      out.extend(d.decompress(tail, min(n - len(out), 1 << 24)))
+      state["tail"] = d.unconsumed_tail
+
+  try:
+    fill(4)
+    if len(out) == 4 and out[0] == 0 and out[1] == 0 and out[2] in _IDX_DTYPES:
+      header = 4 + 4 * out[3]
+      fill(header)
+      if len(out) == header:
+        dims = [int.from_bytes(out[4 + 4 * i:8 + 4 * i], "big")
+                for i in range(out[3])]
+        size = int(np.prod(dims, dtype=object)) * _IDX_DTYPES[out[2]].itemsize
+        fill(header + size + 1)
+        if len(out) > header + size:
+          raise JaxkdError(
+              f"{path}: unexpected trailing data after the {size} bytes of "
+              f"shape {tuple(dims)} the IDX header declares (decompression "
+              "stopped there).")
+  except zlib.error as e:
+    raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
+  return out
+
+
 def _md5_mode(verify_md5: Md5Mode) -> Optional[str]:
   if verify_md5 in (False, None):
     return None
@@ -188,7 +232,7 @@ def read_idx(path: str, *, expected_magic: Optional[int] = None,
   mode = _md5_mode(verify_md5)
   if mode and md5:
     check_md5(path, raw, md5, mode)
-  data = _gunzip(path, raw) if path.endswith(".gz") else raw
+  data = _gunzip_idx(path, raw) if path.endswith(".gz") else raw
   return parse_idx(data, source=path, expected_magic=expected_magic)
 
 

@@ -27,8 +27,18 @@ from jaxkd.validation import (JaxkdError, check_features, check_finite,
 
 
 def _check_pool(available, k):
+  """`available` [n] must be a bool mask (or 0/1 integers): a mask of other
+  values would be summed as a count and then cast, picking unavailable
+  points."""
   check_rank("available", available, 1)
-  n_avail = int(jnp.sum(available)) if is_concrete(available) else available.shape[0]
+  if not is_concrete(available):
+    return check_k(k, available.shape[0], "unqueried pool points")
+  mask = jnp.asarray(available)
+  if mask.dtype != bool and not (jnp.issubdtype(mask.dtype, jnp.integer)
+                                 and bool(jnp.all((mask == 0) | (mask == 1)))):
+    raise JaxkdError(f"available must be a bool mask (or 0/1 integers), got "
+                     f"dtype {mask.dtype}.")
+  n_avail = int(jnp.sum(mask.astype(bool)))
   return check_k(k, n_avail, "unqueried pool points")
 
 
@@ -121,6 +131,11 @@ def coreset_select(embeddings: jax.Array, available: jax.Array, k: int,
   """
   check_features("embeddings", embeddings, 2)
   k = _check_pool(available, k)
+  n = embeddings.shape[0]
+  for name, mask in (("available", available), ("centers", centers)):
+    if mask is not None and jnp.shape(mask) != (n,):
+      raise JaxkdError(f"{name} must have shape ({n},) like embeddings' "
+                       f"rows, got {tuple(jnp.shape(mask))}.")
   available = jnp.asarray(available, bool)
   centers = ~available if centers is None else jnp.asarray(centers, bool)
   return _kcenter_greedy(jnp.asarray(embeddings), available, centers, k)
