@@ -42,12 +42,13 @@ def test_module_pools_stages_and_predicts_one_scalar_per_row():
   model = get_model("lenet5_half", 10)
   v = init_model(model, jax.random.key(0), (8, 8, 1))
   x = jax.random.uniform(jax.random.key(1), (5, 8, 8, 1))
-  (_, feats), _ = apply_model(model, v, x, return_features=True)
+  feats = jax.jit(lambda v, x: apply_model(model, v, x,
+                                           return_features=True)[0][1])(v, x)
   stages = ll.student_stages(feats)
   assert [s.shape for s in stages] == [(5, 8, 8, 3), (5, 4, 4, 8), (5, 42)]
   module = ll.LossPredictionModule(width=16)
   params = ll.init_module(model, (8, 8, 1), module, jax.random.key(2))
-  out = module.apply(params, stages)
+  out = jax.jit(module.apply)(params, stages)
   assert out.shape == (5,)
   # NumPy: GAP, FC + ReLU per stage, concat, FC.
   p = params["params"]
@@ -87,23 +88,24 @@ def test_gradients_stop_reaching_the_student_after_the_detach_fraction():
   batch = _batch()
   loss_fn = train.make_loss_fn("kd", temperature=4.0)
 
+  @jax.jit
   def grads(gate):
     return jax.grad(lambda p: ll.joint_objective(
         p, lp, {}, batch, gate, model=model, module=module,
         loss_fn=loss_fn)[0])(v["params"])
 
   # The student's own KD loss alone, computed without the module.
-  own = jax.grad(lambda p: loss_fn(model.apply({"params": p}, batch.images),
-                                   batch.targets, batch.labels, batch.mask))(
-                                       v["params"])
+  own = jax.jit(jax.grad(lambda p: loss_fn(
+      model.apply({"params": p}, batch.images), batch.targets, batch.labels,
+      batch.mask)))(v["params"])
   flat = lambda g: np.concatenate([np.ravel(a) for a in jax.tree.leaves(g)])
   np.testing.assert_allclose(flat(grads(0.0)), flat(own), rtol=1e-5,
                              atol=1e-7)
   assert np.abs(flat(grads(1.0)) - flat(own)).max() > 1e-4
   # The module itself keeps learning after the detach.
-  g_mod = jax.grad(lambda q: ll.joint_objective(
+  g_mod = jax.jit(jax.grad(lambda q: ll.joint_objective(
       v["params"], q, {}, batch, 0.0, model=model, module=module,
-      loss_fn=loss_fn)[0])(lp)
+      loss_fn=loss_fn)[0]))(lp)
   assert np.abs(flat(g_mod)).max() > 0
 
 
@@ -127,10 +129,14 @@ def test_joint_training_learns_to_rank_a_known_loss():
   lp = ll.init_module(model, (4, 4, 1), module, jax.random.key(1))
   mesh = parallel.make_mesh(jax.devices()[:1])
 
-  def rank_loss(state, lp):
-    (_, feats), _ = apply_model(model, state.variables, jnp.asarray(x),
+  @jax.jit
+  def predict(variables, lp):
+    (_, feats), _ = apply_model(model, variables, jnp.asarray(x),
                                 return_features=True)
-    pred = np.asarray(module.apply(lp, ll.student_stages(feats)))
+    return module.apply(lp, ll.student_stages(feats))
+
+  def rank_loss(state, lp):
+    pred = np.asarray(predict(state.variables, lp))
     order = rng.permutation(n)
     return _np_ranking(pred[order], true_loss[order], n), pred
 
@@ -186,7 +192,8 @@ def test_run_loop_pays_each_round_once_and_resumes_the_module(tmp_path):
           initial_indices=np.arange(10), candidate_indices=10 + np.arange(30),
           test_images=pool[:8], test_labels=np.zeros(8, np.int32),
           teacher_accuracy=1.0, settings=settings, workdir=str(tmp_path),
-          progress=False, log=lambda m: None)
+          progress=False, log=lambda m: None,
+          mesh=parallel.make_mesh(jax.devices()[:1]))
       return recs, [e["key"] for e in oracle.entries()]
     finally:
       oracle.close()
