@@ -119,7 +119,7 @@ def test_run_loop_labels_initial_and_paid_points(tmp_path, monkeypatch):
                          ledger_path=str(tmp_path / "ledger.sqlite"))
   try:
     recs = loop.run_loop(
-        strategy="discriminative", student=get_model("lenet5_half", 3),
+        strategy="discriminative", student=get_model("mlp", 3, hidden=(16,)),
         oracle=oracle, initial_indices=np.arange(10),
         candidate_indices=10 + np.arange(30), test_images=pool[:8],
         test_labels=np.zeros(8, np.int32), teacher_accuracy=1.0,

@@ -81,7 +81,7 @@ def _batch(n=6, seed=0, classes=3):
 def test_gradients_stop_reaching_the_student_after_the_detach_fraction():
   assert [ll.detach_gate(t, 10, 0.6) for t in range(10)] == [1.0] * 6 + [
       0.0] * 4
-  model = get_model("lenet5_half", 3)
+  model = get_model("mlp", 3, hidden=(8, 8))
   v = init_model(model, jax.random.key(0), (4, 4, 1))
   module = ll.LossPredictionModule(width=8)
   lp = ll.init_module(model, (4, 4, 1), module, jax.random.key(1))
