@@ -37,7 +37,10 @@ the student's last steps follow its own loss alone.
 The student and the module are stepped by the same optax transformation
 (the run's optimizer and schedule); its per-leaf state lives in the student
 `TrainState` and in the strategy's checkpointed `extra` ({"params",
-"opt_state"} of the module). With `retrain` (the default) both restart from
+"opt_state"} of the module): for the per-leaf optimizers of
+`train.OPTIMIZERS` (sgd, adamw) that is exactly one optimizer over the joint
+(student, module) params, as the paper's two same-setting SGD optimizers
+are. With `retrain` (the default) both restart from
 their fixed inits every round, as the student alone does for the other
 strategies; when fine-tuning both continue.
 
