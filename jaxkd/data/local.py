@@ -188,8 +188,91 @@ def read_idx(path: str, *, expected_magic: Optional[int] = None,
   mode = _md5_mode(verify_md5)
   if mode and md5:
     check_md5(path, raw, md5, mode)
-  data = _gunzip(path, raw) if path.endswith(".gz") else raw
+  data = _gunzip_idx(path, raw) if path.endswith(".gz") else raw
   return parse_idx(data, source=path, expected_magic=expected_magic)
+
+
+# Deflate expands at most ~1032:1, so a gzip of n bytes holds at most about
+# 1032 n bytes: a header declaring more is a lie (or a decompression bomb).
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _idx_header(path: str, head: bytes) -> Tuple[int, np.dtype, Tuple[int, ...]]:
+  """(magic, dtype, dims) of an IDX header; raises on a non-IDX start."""
+  if len(head) < 4:
+    raise JaxkdError(
+        f"{path}: truncated IDX file: {len(head)} bytes, the header alone "
+        "needs 4.")
+  magic = int.from_bytes(head[:4], "big")
+  if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+    raise JaxkdError(
+        f"{path}: not an IDX file (magic number {magic}, 0x{magic:08x}).")
+  ndim = head[3]
+  if len(head) < 4 + 4 * ndim:
+    raise JaxkdError(
+        f"{path}: truncated IDX header: {len(head)} bytes, {ndim} dimensions "
+        f"need {4 + 4 * ndim}.")
+  dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big")
+               for i in range(ndim))
+  return magic, _IDX_DTYPES[head[2]], dims
+
+
+def _gunzip_idx(path: str, raw: bytes, header_only: bool = False) -> bytes:
+  """Gunzips an IDX file reading no more than its header declares.
+
+  The header is decompressed first; then exactly the declared payload
+  (refused up front if a gzip of this size cannot hold it), then one byte to
+  detect trailing data and the gzip end (where the CRC is checked). A
+  corrupt or hostile file thus never makes jaxkd allocate more than the
+  header promises. With `header_only`, returns just the header bytes.
+  """
+  try:
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+      head = f.read(4)
+      if len(head) == 4 and head[0] == 0 and head[1] == 0:
+        head += f.read(4 * head[3])
+      if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        return head  # parse_idx names the problem.
+      _, dtype, dims = _idx_header(path, head)
+      if header_only:
+        return head
+      expected = int(np.prod(dims, dtype=np.float64)) * dtype.itemsize
+      limit = _MAX_DEFLATE_RATIO * len(raw)
+      if expected > limit:
+        raise JaxkdError(
+            f"{path}: IDX header declares shape {dims} ({expected} bytes) but "
+            f"a {len(raw)}-byte gzip holds at most {limit} bytes.")
+      body = f.read(expected)
+      if len(body) < expected:
+        raise JaxkdError(
+            f"{path}: truncated IDX data: header declares shape {dims} "
+            f"({expected} bytes) but only {len(body)} bytes follow.")
+      if f.read(1):
+        raise JaxkdError(
+            f"{path}: unexpected trailing bytes after the {expected} bytes "
+            f"of shape {dims}.")
+      return head + body
+  except EOFError as e:
+    raise JaxkdError(
+        f"{path}: truncated gzip file ({len(raw)} bytes; {e}).") from e
+  except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError.
+    raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
+
+
+def read_idx_header(path: str) -> Tuple[int, np.dtype, Tuple[int, ...]]:
+  """(magic, dtype, dims) of an IDX file (`.gz` or not), reading only the
+  header (a few bytes) of it."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise JaxkdError(f"{path}: file not found.")
+  with open(path, "rb") as f:
+    if path.endswith(".gz"):
+      head = _gunzip_idx(path, f.read(1 << 16), header_only=True)
+    else:
+      head = f.read(4)
+      if len(head) == 4:
+        head += f.read(4 * head[3])
+  return _idx_header(path, head)
 
 
 def _idx_path(data_dir: str, fname: str) -> Optional[str]:
