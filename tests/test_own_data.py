@@ -285,3 +285,25 @@ def test_cli_idx_dir_odd_names_flat_and_saved_teacher(tmp_path):
   assert [r["queries"] for r in recs] == [8, 12]
   assert not (tmp_path / "w" / "teacher").exists()   # loaded, not trained
   assert out["teacher_accuracy"] == pytest.approx(meta["accuracy"])
+
+
+# ------------------------------------------- the README's own-data example ---
+
+
+def test_own_data_example_runs(tmp_path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "_own_data", os.path.join(ROOT, "examples", "own_data.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  results, records = mod.main(str(tmp_path), tiny=True)
+  ranking = results["ranking"]
+  assert sorted(r["strategy"] for r in ranking) == [
+      "gap_diversity", "margin", "random"]
+  finals = {k: [run[-1]["success_rate"] for run in v]
+            for k, v in results["strategies"].items()}
+  best = max(finals, key=lambda k: (np.mean(finals[k]), 0))
+  assert np.mean(finals[ranking[0]["strategy"]]) == np.mean(finals[best])
+  assert all(len(v) == 2 for v in finals.values())     # two seeds each
+  assert [r["queries"] for r in records] == [30, 40]
+  assert not (tmp_path / "run" / "teacher").exists()  # the saved one is used
