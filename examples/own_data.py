@@ -79,6 +79,7 @@ def main(workdir: str, tiny: bool = False):
           f"--config.rounds={1 if tiny else 5}",
           f"--config.per_round={10 if tiny else 40}",
           f"--config.loop.train_steps={10 if tiny else 300}",
+          f"--config.loop.batch_size={16 if tiny else 64}",
           "--config.progress=False", f"--workdir={run_dir}"]
   if cli.run_cli(["jaxkd", *args]) != 0:
     raise SystemExit("the run failed (see the error above)")
@@ -117,7 +118,8 @@ def main(workdir: str, tiny: bool = False):
         test_images=pools.test_images, test_labels=pools.test_labels,
         teacher_accuracy=meta["accuracy"],
         settings=loop.LoopSettings(rounds=rounds, per_round=per_round,
-                                   train_steps=10 if tiny else 300),
+                                   train_steps=10 if tiny else 300,
+                                   batch_size=16 if tiny else 64),
         workdir=os.path.join(workdir, "api"), progress=False)
   finally:
     oracle.close()

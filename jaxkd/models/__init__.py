@@ -60,9 +60,18 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 def init_model(model: nn.Module, key: jax.Array, input_shape) -> Dict[str, Any]:
   """Initialises variables for inputs of shape [H, W, C] (batch added)."""
   x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-  # One compiled init instead of hundreds of op-by-op dispatches.
-  variables = jax.jit(lambda k, v: model.init(k, v, train=False))(key, x)
-  return dict(variables)
+  # One compiled init instead of hundreds of op-by-op dispatches, compiled
+  # once per module (every round and run re-initialises the same student).
+  try:
+    init = _jitted_init(model)
+  except TypeError:  # a module with unhashable fields
+    init = jax.jit(lambda k, v: model.init(k, v, train=False))
+  return dict(init(key, x))
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(model: nn.Module):
+  return jax.jit(lambda k, v: model.init(k, v, train=False))
 
 
 def has_batch_norm(variables: Dict[str, Any]) -> bool:
