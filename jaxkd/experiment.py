@@ -139,7 +139,11 @@ def _positive(name, value, *, integer=False, zero_ok=False):
 
 
 def _check_names(config):
-  data.dataset_loader(config.dataset)  # raises for an unknown name
+  try:
+    data.dataset_loader(config.dataset)
+  except JaxkdError as e:  # "Unknown dataset ...", like the other names
+    msg = str(e)
+    raise JaxkdError(msg[:1].upper() + msg[1:]) from None
   for name in (config.student, config.teacher.model):
     MODELS.get(name) if ":" in name else get_model(name, 10)  # known name?
   train.OPTIMIZERS.get(config.teacher.optimizer)

@@ -58,7 +58,7 @@ def files(tmp_path_factory):
 CASES = {  # id -> (args, text the one line must contain)
     "unknown strategy": (["--strategy=nope"], "Unknown strategy 'nope'"),
     "unknown model": (["--config.student=nope"], "Unknown model 'nope'"),
-    "unknown dataset": (["--config.dataset=nope"], "unknown dataset 'nope'"),
+    "unknown dataset": (["--config.dataset=nope"], "Unknown dataset 'nope'"),
     "unknown config field": (["--config.nope=1"], "bad --config override"),
     "bad flag value": (["--config.rounds=abc"], "config.rounds=abc"),
     "unknown mode": (["--mode=nope"], "--mode"),
