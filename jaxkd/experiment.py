@@ -4,8 +4,9 @@ The one job behind `python -m jaxkd.main --config=FILE.py:variant`. It reads
 the config (the only module that does), checks it before anything is paid,
 and dispatches on `config.job`:
 
-  "active" (default): data and pools -> teacher (trained once,
-    checkpointed) -> for each strategy and seed, the one round loop
+  "active" (default): data and pools (refused when splits share images,
+    unless allow_overlap) -> teacher (trained once and saved, or loaded
+    from `teacher.checkpoint`) -> for each strategy and seed, the one round loop
     (`jaxkd.loop.run_loop`) with its own ledger and checkpoints;
   "unix": teacher -> for each UNIX method (KD, Random+KD, UNIX, ablations)
     and seed, a student trained through `jaxkd.train.fit` with the UNIX
@@ -16,7 +17,8 @@ seeds) printed and stored, and curve.png for the active job.
 
 Run directory layout:
   workdir/config.json              the config that produced this directory
-  workdir/teacher/                 orbax checkpoint of the trained teacher
+  workdir/teacher/                 the trained teacher (orbax checkpoint +
+                                   teacher.json; `teacher_training`)
   workdir/<strategy>/seed<s>/      ledger.sqlite, checkpoints/, rounds.json
   workdir/results.json, workdir/curve.png
 
