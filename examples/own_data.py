@@ -73,7 +73,8 @@ def main(workdir: str, tiny: bool = False):
   run_dir = os.path.join(workdir, "run")
   args = [f"--config.dataset=npz:{npz}",
           f"--config.teacher.checkpoint={teacher_dir}",
-          "--strategy=random,margin,gap_diversity",
+          "--strategy=" + ("random,margin" if tiny else
+                           "random,margin,gap_diversity"),
           "--config.seeds=(0, 1)",
           *[f"--config.split.{k}={v}" for k, v in split.items()],
           f"--config.rounds={1 if tiny else 5}",
