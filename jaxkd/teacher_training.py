@@ -82,12 +82,16 @@ def save_teacher(path: str, model_name: str, variables: Dict[str, Any], *,
                  extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Writes the orbax checkpoint of `variables` and `path/teacher.json`.
 
-  Returns the metadata written (model, num_classes, input_shape, accuracy
-  and `extra`, e.g. the training config).
+  The checkpoint's state is the variables dict ({"params", maybe
+  "batch_stats"}) and its metadata the same dict as teacher.json, so
+  `jaxkd.serve_teacher` can serve the folder too. Returns the metadata
+  written (model, num_classes, input_shape, accuracy, config: the training
+  config, at least {"model": ...}, and `extra`).
   """
   meta = {"model": model_name, "num_classes": int(num_classes),
           "input_shape": [int(d) for d in input_shape],
-          "accuracy": float(accuracy)}
+          "accuracy": float(accuracy),
+          "config": {"model": model_name}}  # where serve_teacher looks
   meta.update(extra or {})
   ckpt = Checkpointer(path, max_to_keep=1)
   try:

@@ -134,7 +134,7 @@ def test_idx_gzip_read_is_bounded(tmp_path):
   # 20-byte header declaring 10^4 x 10^4 x 10^4 bytes, nothing behind it.
   head = bytes([0, 0, 8, 3]) + (10**4).to_bytes(4, "big") * 3
   (tmp_path / "bomb.gz").write_bytes(gzip.compress(head))
-  with pytest.raises(JaxkdError, match="holds at most"):
+  with pytest.raises(JaxkdError, match="declares"):
     data.read_idx(str(tmp_path / "bomb.gz"))
 
 
