@@ -63,6 +63,8 @@ FIELD_HELP: Dict[str, str] = {
     "teacher.seed": "Teacher init and shuffling seed.",
     "teacher.checkpoint": "Folder of a saved teacher (--mode=teacher "
                           "output): load it instead of training one.",
+    "teacher.url": "A remote teacher (python -m jaxkd.serve_teacher) the "
+                   "active job queries instead of training one.",
     # Student training per round.
     "loop.train_steps": "Student training steps per round.",
     "loop.batch_size": "Student batch size.",
