@@ -24,7 +24,10 @@ from jaxkd.data.datasets import Dataset, split_indices
 from jaxkd.validation import JaxkdError
 
 
-def image_shape_arg(image_shape: Optional[Sequence[int]]) -> Optional[Tuple[int, ...]]:
+def image_shape_arg(image_shape: Optional[Sequence[int]]
+                    ) -> Optional[Tuple[int, ...]]:
+  """(H, W, C) from (H, W) or (H, W, C); None for None or (); raises for
+  anything else."""
   if image_shape is None or len(tuple(image_shape)) == 0:
     return None
   shape = tuple(image_shape)

@@ -236,7 +236,8 @@ def read_idx(path: str, *, expected_magic: Optional[int] = None,
   return parse_idx(data, source=path, expected_magic=expected_magic)
 
 
-def _idx_header(path: str, head: bytes) -> Tuple[int, np.dtype, Tuple[int, ...]]:
+def _idx_header(path: str, head: bytes
+                ) -> Tuple[int, np.dtype, Tuple[int, ...]]:
   """(magic, dtype, dims) of an IDX header; raises on a non-IDX start."""
   if len(head) < 4:
     raise JaxkdError(
