@@ -4,9 +4,10 @@ The one job behind `python -m jaxkd.main --config=FILE.py:variant`. It reads
 the config (the only module that does), checks it before anything is paid,
 and dispatches on `config.job`:
 
-  "active" (default): data and pools -> teacher (trained once,
-    checkpointed; or remote, `teacher.url`, see `jaxkd.http_teacher`) ->
-    for each strategy and seed, the one round loop
+  "active" (default): data and pools (refused when splits share images,
+    unless allow_overlap) -> teacher (trained once and saved, loaded from
+    `teacher.checkpoint`, or remote, `teacher.url`, see
+    `jaxkd.http_teacher`) -> for each strategy and seed, the one round loop
     (`jaxkd.loop.run_loop`) with its own ledger and checkpoints;
   "unix": teacher -> for each UNIX method (KD, Random+KD, UNIX, ablations)
     and seed, a student trained through `jaxkd.train.fit` with the UNIX
@@ -17,7 +18,8 @@ seeds) printed and stored, and curve.png for the active job.
 
 Run directory layout:
   workdir/config.json              the config that produced this directory
-  workdir/teacher/                 orbax checkpoint of the trained teacher
+  workdir/teacher/                 the trained teacher (orbax checkpoint +
+                                   teacher.json; `teacher_training`)
   workdir/<strategy>/seed<s>/      ledger.sqlite, checkpoints/, rounds.json
   workdir/results.json, workdir/curve.png
 
@@ -42,7 +44,8 @@ import ml_collections
 import numpy as np
 
 from jaxkd import data, loop, parallel, plotting, train
-from jaxkd.checkpoint import Checkpointer, has_checkpoint
+from jaxkd import teacher_training
+from jaxkd.checkpoint import has_checkpoint
 from jaxkd.models import MODELS, get_model
 from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
@@ -50,7 +53,8 @@ from jaxkd.validation import JaxkdError
 
 # Config keys that do not change any result: never part of the resume check.
 _RESUME_FREE = ("progress", "resume_with_changes", "strategies", "seeds",
-                "data_dir", "unix.methods", "_accepted_changes")
+                "data_dir", "unix.methods", "_accepted_changes",
+                "data_verify_md5", "allow_overlap")
 
 
 def _log(msg: str) -> None:
@@ -139,9 +143,11 @@ def _positive(name, value, *, integer=False, zero_ok=False):
 
 
 def _check_names(config):
-  if config.dataset not in data.dataset_names() and ":" not in config.dataset:
-    raise JaxkdError(f"Unknown dataset {config.dataset!r}; known: "
-                     f"{', '.join(data.dataset_names())}.")
+  try:
+    data.dataset_loader(config.dataset)
+  except JaxkdError as e:  # "Unknown dataset ...", like the other names
+    msg = str(e)
+    raise JaxkdError(msg[:1].upper() + msg[1:]) from None
   for name in (config.student, config.teacher.model):
     MODELS.get(name) if ":" in name else get_model(name, 10)  # known name?
   train.OPTIMIZERS.get(config.teacher.optimizer)
@@ -163,6 +169,7 @@ def validate_config(config) -> None:
   _positive("teacher.batch_size", tc.batch_size, integer=True)
   _positive("teacher.learning_rate", tc.learning_rate)
   _check_names(config)
+  _check_data_fields(config)
   if job == "unix":
     return _validate_unix(config)
   if not tuple(config.strategies):
@@ -171,6 +178,13 @@ def validate_config(config) -> None:
     check_strategy_name(name)
   _positive("rounds", config.rounds, integer=True, zero_ok=True)
   _positive("per_round", config.per_round, integer=True)
+  _positive("budget", config.get("budget", 0), integer=True, zero_ok=True)
+  need = config.split.initial + config.rounds * config.per_round
+  if config.get("budget", 0) and config.budget < need:
+    raise JaxkdError(
+        f"split.initial + rounds x per_round = {config.split.initial} + "
+        f"{config.rounds} x {config.per_round} = {need} queries exceed "
+        f"config.budget={config.budget}.")
   lc = config.loop
   _positive("loop.train_steps", lc.train_steps, integer=True)
   _positive("loop.batch_size", lc.batch_size, integer=True)
@@ -178,6 +192,17 @@ def validate_config(config) -> None:
   _positive("loop.temperature", lc.temperature)
   train.OPTIMIZERS.get(lc.optimizer)
   train.LOSSES.get(lc.loss)
+
+
+def _check_data_fields(config):
+  shape = tuple(config.get("image_shape", ()) or ())
+  if shape:
+    data.arrays.image_shape_arg(shape)  # raises for a bad shape
+  _positive("num_classes", config.get("num_classes", 0), integer=True,
+            zero_ok=True)
+  path = config.teacher.get("checkpoint", "")
+  if path:
+    teacher_training.read_teacher_meta(path)  # raises if nothing is there
 
 
 def _check_teacher_url(url, job):
@@ -207,61 +232,141 @@ def _validate_unix(config):
 # ---------------------------------------------------------------- parts ---
 
 
+def load_data(config: ml_collections.ConfigDict) -> data.Dataset:
+  """The configured dataset; own files (`npz:`, `idx:`) get image_shape,
+  num_classes and, without a test split of their own, split.test images
+  split off with split.seed; loaders that check md5s get
+  data_verify_md5."""
+  accepts = data.loader_options(config.dataset)
+  split = config.get("split")
+  offered = {
+      "image_shape": tuple(config.get("image_shape", ()) or ()) or None,
+      "num_classes": config.get("num_classes", 0),
+      "num_test": split.test if split else 0,
+      "seed": split.seed if split else 0,
+      "verify_md5": config.get("data_verify_md5", False),
+  }
+  if not config.dataset.startswith(("npz:", "idx:")):
+    offered = {"verify_md5": offered["verify_md5"]}
+  opts = {k: v for k, v in offered.items() if k in accepts}
+  return data.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                           **opts)
+
+
 def load_pools(config: ml_collections.ConfigDict):
-  dataset = data.load_dataset(config.dataset, data_dir=config.data_dir or None)
+  dataset = load_data(config)
   split = config.split
   pools = data.make_pools(dataset, teacher_train=split.teacher_train,
                           initial=split.initial, pool=split.pool,
-                          test=split.test or None, seed=split.seed)
+                          test=split.test or None, seed=split.seed,
+                          allow_overlap=config.get("allow_overlap", False))
   return dataset, pools
 
 
-def train_teacher(config, dataset, pools, workdir, mesh):
-  """Trains (or restores) the teacher on the teacher-train split. The
-  checkpoint records the teacher config; a changed one is refused."""
-  tc = config.teacher
-  model = get_model(tc.model, dataset.num_classes)
-  images, labels = pools.teacher_train_images, pools.teacher_train_labels
-  steps_per_epoch = -(-len(images) // tc.batch_size)
-  tx = train.make_optimizer(tc.optimizer, tc.learning_rate, schedule="cosine",
-                            total_steps=tc.epochs * steps_per_epoch)
-  state = train.create_train_state(model, jax.random.key(tc.seed),
-                                   images.shape[1:], tx)
-  ckpt = Checkpointer(
-      os.path.join(workdir, "teacher"), max_to_keep=1,
-      recovery="restore it from a backup or use a new workdir (the ledgers "
-      "hold this teacher's answers; a retrained teacher would not match)")
-  record = {k: v for k, v in _plain(tc.to_dict()).items() if k != "url"}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    old = meta.get("config")
-    if old is not None and old != record:
-      ckpt.close()
+def check_plan(config, pools) -> None:
+  """Every strategy's rounds fit its pool, before the teacher is trained."""
+  n_init, n_pool = len(pools.initial_images), len(pools.pool_images)
+  for name in config.strategies:
+    strat = get_strategy(name)
+    if strat.scope == "initial":
+      capacity, what = strat.capacity(n_init, 0), "candidate queries"
+    else:
+      capacity, what = strat.capacity(n_init, n_pool), "pool points"
+    if config.rounds and config.rounds * config.per_round > capacity:
       raise JaxkdError(
-          f"{os.path.join(workdir, 'teacher')} holds a teacher trained with "
-          f"{_diff(old, record, 'teacher.')}; the ledgers "
+          f"{name}: {config.rounds} rounds x per_round={config.per_round} "
+          f"need more than the {capacity} {what} (split.pool={n_pool}).")
+
+
+def train_teacher(config, dataset, pools, workdir, mesh):
+  """The job's teacher: loaded from `config.teacher.checkpoint` when set
+  (and evaluated on this job's test split), else trained on the
+  teacher-train split once and saved in workdir/teacher (a
+  `teacher_training.save_teacher` folder recording the teacher config; a
+  changed config is refused)."""
+  tc = config.teacher
+  if tc.get("checkpoint"):
+    model, variables, meta = teacher_training.load_teacher(tc.checkpoint)
+    teacher_training.check_teacher_fits(meta, dataset.num_classes,
+                                        dataset.image_shape, tc.checkpoint)
+    acc = train.accuracy(model, variables, pools.test_images,
+                         pools.test_labels, mesh=mesh)
+    _log(f"teacher {meta['model']} from {tc.checkpoint}: test accuracy "
+         f"{acc:.4f}")
+    return model, variables, acc
+  path = os.path.join(workdir, "teacher")
+  settings = {k: v for k, v in _plain(tc.to_dict()).items()
+              if k != "url"}  # a remote teacher is not trained
+  if os.path.isfile(os.path.join(path, teacher_training.TEACHER_JSON)):
+    old = teacher_training.read_teacher_meta(path).get("config")
+    if old is not None and old != settings:
+      raise JaxkdError(
+          f"{path} holds a teacher trained with "
+          f"{_diff(old, settings, 'teacher.')}; the ledgers "
           "hold its answers, so it is not retrained in place: use a new "
           "workdir.")
-    _log(f"teacher {tc.model}: restored, test accuracy {meta['accuracy']:.4f}")
+    model, variables, meta = teacher_training.load_teacher(path)
+    _log(f"teacher {tc.model}: restored, test accuracy "
+         f"{meta['accuracy']:.4f}")
+    return model, variables, float(meta["accuracy"])
+  t0 = time.time()
+  images = pools.teacher_train_images
+  model, variables, acc = teacher_training.train_teacher(
+      tc.model, images, pools.teacher_train_labels, pools.test_images,
+      pools.test_labels, num_classes=dataset.num_classes, epochs=tc.epochs,
+      batch_size=tc.batch_size, optimizer=tc.optimizer,
+      learning_rate=tc.learning_rate, seed=tc.seed, mesh=mesh,
+      progress=config.progress)
+  teacher_training.save_teacher(
+      path, tc.model, variables, accuracy=acc,
+      num_classes=dataset.num_classes, input_shape=dataset.image_shape,
+      extra={"config": settings, "dataset": config.dataset,
+             "train_size": len(images)})
+  _log(f"teacher {tc.model}: test accuracy {acc:.4f} "
+       f"({time.time() - t0:.1f}s, {len(images)} training images), saved in "
+       f"{path}")
+  return model, variables, acc
+
+
+def teacher_only(config: ml_collections.ConfigDict, workdir: str
+                 ) -> Dict[str, Any]:
+  """`--mode=teacher`: loads the data, trains, evaluates and saves the
+  teacher in workdir/teacher (see `teacher_training`), and returns its
+  teacher.json. Pass that folder as `--config.teacher.checkpoint` later."""
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.teacher.checkpoint = ""
+  tc = cfg.teacher
+  _positive("teacher.epochs", tc.epochs, integer=True)
+  _positive("teacher.batch_size", tc.batch_size, integer=True)
+  _positive("teacher.learning_rate", tc.learning_rate)
+  _check_names(cfg)
+  _check_data_fields(cfg)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh()
+  if cfg.get("job", "active") == "unix":
+    ds = load_data(cfg)
+    _check_test_overlap(cfg, ds)
+    pools = types.SimpleNamespace(
+        teacher_train_images=ds.train_images,
+        teacher_train_labels=ds.train_labels, test_images=ds.test_images,
+        test_labels=ds.test_labels)
   else:
-    t0 = time.time()
-    onehot = np.eye(dataset.num_classes, dtype=np.float32)[labels]
-    state, _ = train.fit(model, state, images, onehot, labels, epochs=tc.epochs,
-                         batch_size=tc.batch_size, seed=tc.seed,
-                         loss_fn=train.make_loss_fn("hard_ce"), mesh=mesh,
-                         progress=config.progress, desc=f"teacher {tc.model}")
-    acc = train.accuracy(model, state.variables, pools.test_images,
-                         pools.test_labels, mesh=mesh)
-    # num_classes and input_shape let `jaxkd.serve_teacher` serve it.
-    ckpt.save(0, jax.device_get(state),
-              {"accuracy": acc, "config": record,
-               "num_classes": dataset.num_classes,
-               "input_shape": list(images.shape[1:])})
-    _log(f"teacher {tc.model}: test accuracy {acc:.4f} "
-         f"({time.time() - t0:.1f}s, {len(images)} training images)")
-  _, meta = ckpt.restore(state)
-  ckpt.close()
-  return model, state.variables, float(meta["accuracy"])
+    ds, pools = load_pools(cfg)
+  train_teacher(cfg, ds, pools, workdir, mesh)
+  path = os.path.join(workdir, "teacher")
+  meta = teacher_training.read_teacher_meta(path)
+  _log(f"saved teacher: {path} (use --config.teacher.checkpoint={path})")
+  return meta
+
+
+def _check_test_overlap(config, ds) -> Dict[str, int]:
+  """The UNIX job trains on the whole train split: only train & test must
+  not share images."""
+  overlap = data.split_overlaps(train=ds.train_images, test=ds.test_images)
+  data.check_overlap(overlap, config.get("allow_overlap", False),
+                          f"{ds.name}: ")
+  return overlap
 
 
 def remote_teacher(config, pools, workdir, num_classes: int):
@@ -325,6 +430,7 @@ def _run_active(config, workdir, accepted):
   _log(f"jaxkd: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
        f"workdir {workdir}")
   dataset, pools = load_pools(config)
+  check_plan(config, pools)
   _log(f"data {config.dataset}: teacher-train {len(pools.teacher_train_images)}"
        f", initial L {len(pools.initial_images)}, pool U "
        f"{len(pools.pool_images)}, test {len(pools.test_images)}")
@@ -339,7 +445,7 @@ def _run_active(config, workdir, accepted):
   n_init = len(pools.initial_images)
   initial = np.arange(n_init)
   candidates = n_init + np.arange(len(pools.pool_images))
-  budget = n_init + config.rounds * config.per_round
+  budget = config.get("budget", 0) or n_init + config.rounds * config.per_round
   student = get_model(config.student, dataset.num_classes)
 
   results: Dict[str, List[List[dict]]] = {}
@@ -375,7 +481,10 @@ def _run_active(config, workdir, accepted):
       config, workdir, results, teacher_acc, t_start, accepted,
       table=summary_table(results),
       title=f"{config.dataset}: {config.student} from {_teacher_name(config)}",
-      extra={"unpaid_teacher_forwards": int(unpaid)})
+      extra={"unpaid_teacher_forwards": int(unpaid),
+             "ranking": rank_strategies(results),
+             "allow_overlap": bool(config.get("allow_overlap", False)),
+             "split_overlap": pools.overlap})
 
 
 def _teacher_name(config) -> str:
@@ -414,14 +523,61 @@ def _pm(a, scale=100):
   return f"{scale * a.mean():.2f}"
 
 
+def _vs(a_mean, a_std, b_mean, b_std, seeds) -> str:
+  """'>' / '<' when a differs from b by more than one spread (the larger
+  std over seeds), '≈' within it, '?' with a single seed (no spread)."""
+  if seeds < 2:
+    return "?"
+  spread = max(a_std, b_std)
+  if a_mean - b_mean > spread:
+    return ">"
+  if b_mean - a_mean > spread:
+    return "<"
+  return "≈"
+
+
+def rank_strategies(results: Dict[str, List[List[dict]]]) -> List[dict]:
+  """Strategies ranked by final success rate, then by mean success over
+  rounds, each as mean and std over seeds (success = student / teacher
+  test accuracy). Each row but the last compares with the next one down:
+  `final_vs_next` / `mean_vs_next` is '>' when this strategy is ahead by
+  more than one spread (max of the two stds), '<' when behind by more,
+  '≈' within one spread, '?' with fewer than 2 seeds."""
+  rows = []
+  for name, runs in results.items():
+    suc = np.asarray([r[-1]["success_rate"] for r in runs], np.float64)
+    auc = np.asarray([np.mean([x["success_rate"] for x in r]) for r in runs],
+                     np.float64)
+    rows.append({"strategy": name, "seeds": len(runs),
+                 "final_success_mean": float(suc.mean()),
+                 "final_success_std": float(suc.std()),
+                 "mean_success_mean": float(auc.mean()),
+                 "mean_success_std": float(auc.std())})
+  rows.sort(key=lambda r: (-r["final_success_mean"], -r["mean_success_mean"]))
+  for i, r in enumerate(rows):
+    r["rank"] = i + 1
+    r["final_vs_next"] = r["mean_vs_next"] = None
+    if i + 1 < len(rows):
+      nxt = rows[i + 1]
+      seeds = min(r["seeds"], nxt["seeds"])
+      for key in ("final", "mean"):
+        r[f"{key}_vs_next"] = _vs(r[f"{key}_success_mean"],
+                                  r[f"{key}_success_std"],
+                                  nxt[f"{key}_success_mean"],
+                                  nxt[f"{key}_success_std"], seeds)
+  return rows
+
+
 def summary_table(results: Dict[str, List[List[dict]]]) -> str:
   """Strategies ranked by final success rate, then by mean success over
-  rounds (area under the curve), each mean ± std over seeds; with the final
-  accuracy, the queries paid and the teacher forwards that were not paid
-  queries (gap_diversity's pass over the pool: free when the teacher is
-  cheap to run and labels are what cost), summed over rounds, mean over
-  seeds. A last line gives the total unpaid forwards of the whole job."""
-  rows, total_unpaid = [], 0
+  rounds (area under the curve), each mean ± std over seeds, marked against
+  the next row (`rank_strategies`: '>' ahead by more than one spread, '≈'
+  within it); with the final accuracy, the queries paid and the teacher
+  forwards that were not paid queries (gap_diversity's pass over the pool:
+  free when the teacher is cheap to run and labels are what cost), summed
+  over rounds, mean over seeds. A last line gives the total unpaid
+  forwards of the whole job."""
+  by_name, total_unpaid = {}, 0
   for name, runs in results.items():
     final = [r[-1] for r in runs]
     acc = [f["student_accuracy"] for f in final]
@@ -430,15 +586,21 @@ def summary_table(results: Dict[str, List[List[dict]]]) -> str:
     unpaid = [sum(x.get("unpaid_teacher_forwards", 0) for x in r)
               for r in runs]
     total_unpaid += sum(unpaid)
-    rows.append((np.mean(suc), np.mean(auc), [
-        name, str(final[0]["queries"]), _pm(acc), _pm(suc), _pm(auc),
-        f"{np.mean(unpaid):.0f}", str(len(runs))]))
-  rows.sort(key=lambda r: (-r[0], -r[1]))
+    by_name[name] = (str(final[0]["queries"]), _pm(acc), _pm(suc), _pm(auc),
+                     f"{np.mean(unpaid):.0f}", str(len(runs)))
+  cells = []
+  for r in rank_strategies(results):
+    q, acc, suc, auc, unpaid, seeds = by_name[r["strategy"]]
+    cells.append([str(r["rank"]), r["strategy"], q, acc, suc,
+                  r["final_vs_next"] or "", auc, r["mean_vs_next"] or "",
+                  unpaid, seeds])
   table = plotting.format_table(
-      [[str(i + 1)] + r[2] for i, r in enumerate(rows)],
-      ["rank", "strategy", "queries", "student acc %", "final success %",
-       "mean success over rounds %", "unpaid teacher fwd", "seeds"])
-  return table + f"\n\ntotal unpaid teacher forwards: {total_unpaid}"
+      cells, ["rank", "strategy", "queries", "student acc %",
+              "final success %", "vs next", "mean success over rounds %",
+              "vs next", "unpaid teacher fwd", "seeds"])
+  return (table + "\n'vs next': > ahead of the next row by more than one "
+          "spread (std over seeds), ≈ within one spread, ? one seed."
+          + f"\n\ntotal unpaid teacher forwards: {total_unpaid}")
 
 
 # ------------------------------------------------------------ UNIX job ---
@@ -466,7 +628,8 @@ def _run_unix(config, workdir, accepted):
   t_start = time.time()
   uc = config.unix
   mesh = parallel.make_mesh()
-  ds = data.load_dataset(config.dataset, data_dir=config.data_dir or None)
+  ds = load_data(config)
+  overlap = _check_test_overlap(config, ds)
   train_x, train_y = ds.train_images, ds.train_labels
   if uc.max_train and uc.max_train < len(train_x):
     idx = np.random.default_rng(0).permutation(len(train_x))[:uc.max_train]
@@ -523,4 +686,7 @@ def _run_unix(config, workdir, accepted):
            f"k = {uc.k}, {uc.epochs} epochs")
   return report(config, workdir, results, teacher_acc, t_start, accepted,
                 table=table, title=title,
-                extra={"flops_per_image": vars(flops)})
+                extra={"flops_per_image": vars(flops),
+                       "allow_overlap": bool(config.get("allow_overlap",
+                                                        False)),
+                       "split_overlap": overlap})

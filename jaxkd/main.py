@@ -1,42 +1,160 @@
 """Entry point: `python -m jaxkd.main [--config=FILE.py[:arg]] [--workdir=DIR]`.
 
 With no flags it runs the default digits job (jaxkd/configs/default.py) in
-./runs/digits; `--strategy=admm,random` picks the strategies to compare. On several hosts, call with `--multihost` so that
-`jax.distributed.initialize()` runs before JAX touches a device.
+./runs/digits; `--strategy=admm,random` picks the strategies to compare.
+`--mode=teacher` only trains, evaluates and saves the teacher (in
+WORKDIR/teacher; load it in later runs with
+`--config.teacher.checkpoint=WORKDIR/teacher`). `--list_config` prints every
+config field with its default and meaning. On several hosts, call with
+`--multihost` so that `jax.distributed.initialize()` runs before JAX touches
+a device.
+
+Bad input (a `JaxkdError`, or a bad flag) is printed as one line
+`error: ...` on stderr with exit status 2; `--verbose` or `JAXKD_DEBUG=1`
+adds the traceback. Other exceptions keep their traceback.
+`run_cli(argv)` does the same in-process and returns the status.
 """
 
 import os
+import sys
+import traceback
+from typing import Optional, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 _DEFAULT = os.path.join(os.path.dirname(__file__), "configs", "default.py")
-config_flags.DEFINE_config_file("config", _DEFAULT, "Experiment config file.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", "runs/digits", "Run directory (resumable).")
-flags.DEFINE_list("strategy", None,
-                  "Strategies to compare, overriding config.strategies, e.g. "
-                  "--strategy=random,admm (any registered name, or "
-                  "active_mixup / random_mixup).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize().")
+USAGE_ERROR = 2
+# What config_flags raises for an unknown or ill-typed --config.x override.
+_BAD_OVERRIDE = (AttributeError, KeyError, TypeError, ValueError)
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+  """Defines jaxkd's flags on `fv`; `argv` names the --config.x overrides
+  (config_flags defines one flag per override it finds there)."""
+  config_flags.DEFINE_config_file("config", _DEFAULT,
+                                  "Experiment config file.", flag_values=fv,
+                                  lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_string("workdir", "runs/digits", "Run directory (resumable).",
+                      flag_values=fv)
+  flags.DEFINE_list("strategy", None,
+                    "Strategies to compare, overriding config.strategies, "
+                    "e.g. --strategy=random,admm (any registered name, or "
+                    "active_mixup / random_mixup).", flag_values=fv)
+  flags.DEFINE_enum("mode", "run", ["run", "teacher"],
+                    "run: the configured job; teacher: only train, evaluate "
+                    "and save the teacher in WORKDIR/teacher.",
+                    flag_values=fv)
+  flags.DEFINE_bool("list_config", False,
+                    "Print every config field with its default and meaning, "
+                    "then exit.", flag_values=fv)
+  flags.DEFINE_bool("verbose", False,
+                    "Show the traceback of input errors (also "
+                    "JAXKD_DEBUG=1).", flag_values=fv)
+  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize().",
+                    flag_values=fv)
+
+
+def _override_error(e: BaseException) -> ValueError:
+  return ValueError(f"bad --config override ({' '.join(str(e).split())}); "
+                    "python -m jaxkd.main --list_config lists the fields.")
+
+
+def _debug(fv: Optional[flags.FlagValues] = None) -> bool:
+  verbose = False
+  try:
+    verbose = bool((fv or FLAGS)["verbose"].value)
+  except (KeyError, AttributeError):
+    pass
+  return verbose or os.environ.get("JAXKD_DEBUG", "") not in ("", "0")
+
+
+def print_error(e: BaseException, fv: Optional[flags.FlagValues] = None
+                ) -> int:
+  """Prints `error: <message>` as one line on stderr (the traceback first
+  in debug mode) and returns the exit status 2."""
+  if _debug(fv):
+    traceback.print_exception(type(e), e, e.__traceback__)
+  msg = " ".join(str(e).split()) or type(e).__name__
+  print(f"error: {msg}", file=sys.stderr, flush=True)
+  return USAGE_ERROR
+
+
 FLAGS = flags.FLAGS
+try:
+  define_flags(FLAGS, sys.argv)
+except _BAD_OVERRIDE as _e:
+  if __name__ != "__main__":
+    raise
+  sys.exit(print_error(_override_error(_e)))
+
+
+def run(fv: flags.FlagValues = FLAGS) -> int:
+  """Runs the parsed flags `fv`; returns the exit status (2 after a
+  one-line JaxkdError)."""
+  from jaxkd.validation import JaxkdError
+  try:
+    _run(fv)
+  except JaxkdError as e:
+    return print_error(e, fv)
+  return 0
+
+
+def _run(fv: flags.FlagValues) -> None:
+  if "verbosity" not in fv or not fv["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  config = fv.config
+  if fv.list_config:
+    from jaxkd import config_help
+    print(config_help.describe(config), flush=True)
+    return
+  import jax
+  if fv.multihost:
+    jax.distributed.initialize()
+  from jaxkd import experiment
+  if fv.strategy:
+    config = config.copy_and_resolve_references()
+    config.strategies = tuple(fv.strategy)
+  if fv.mode == "teacher":
+    experiment.teacher_only(config, fv.workdir)
+  else:
+    experiment.train_and_evaluate(config, fv.workdir)
+
+
+def parse_flags(argv):
+  """absl flag parsing with a bad flag as one line and exit status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(print_error(e))
+
+
+def run_cli(argv: Sequence[str]) -> int:
+  """`python -m jaxkd.main ARGS` in this process: `argv` (argv[0] is the
+  program name) is parsed into fresh flags and run; returns the exit status
+  (0, or 2 after a one-line error on stderr). For tests and notebooks.
+
+  Example:
+    >>> run_cli(["jaxkd", "--strategy=nope"])  # doctest: +SKIP
+    2
+  """
+  argv = list(argv)
+  fv = flags.FlagValues()
+  try:
+    define_flags(fv, argv)
+    fv(argv)
+  except flags.Error as e:
+    return print_error(e, fv)
+  except _BAD_OVERRIDE as e:
+    return print_error(_override_error(e), fv)
+  return run(fv)
 
 
 def main(argv):
   del argv
-  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  import jax
-  if FLAGS.multihost:
-    jax.distributed.initialize()
-  from jaxkd import experiment
-  config = FLAGS.config
-  if FLAGS.strategy:
-    config = config.copy_and_resolve_references()
-    config.strategies = tuple(FLAGS.strategy)
-  experiment.train_and_evaluate(config, FLAGS.workdir)
+  sys.exit(run())
 
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

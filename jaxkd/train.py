@@ -180,9 +180,13 @@ def sharded_train_step(state: TrainState, images, targets, labels, *,
   """Pads the batch to the device count, shards it and runs `train_step`.
 
   `state` must already be replicated on `mesh` (see `parallel.replicate`);
-  it is donated.
+  it is donated. `targets` may be [B, C] probabilities or [B] integer
+  labels (one-hot rows for `model.num_classes`, as in `fit`).
   """
   mesh = mesh or parallel.make_mesh()
+  if np.ndim(targets) == 1:
+    targets, labels = check_targets(targets, labels,
+                                    getattr(model, "num_classes", None))
   images, targets, labels, mask = parallel.shard_batch(
       mesh, images, targets, labels)
   step = _jitted_train_step(model, loss_fn, mesh)

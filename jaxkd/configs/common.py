@@ -41,9 +41,19 @@ def teacher_config(**overrides) -> ml_collections.ConfigDict:
   instead of training one; the other fields are then unused."""
   c = ml_collections.ConfigDict(dict(
       model="lenet5", epochs=30, batch_size=64, optimizer="adam",
-      learning_rate=3e-3, seed=0, url=""))
+      learning_rate=3e-3, seed=0, url="", checkpoint=""))
   c.update(overrides)
   return c
+
+
+def _data_fields(c: ml_collections.ConfigDict) -> None:
+  """Where the data comes from and how it is checked (both jobs)."""
+  c.dataset = "digits"
+  c.data_dir = ""
+  c.image_shape = ()  # (H, W) or (H, W, C) for flat npz / IDX images
+  c.num_classes = 0  # own data: 0 infers max label + 1
+  c.data_verify_md5 = False
+  c.allow_overlap = False
 
 
 ALL_STRATEGIES = ("random", "entropy", "margin", "least_confidence",
@@ -56,8 +66,7 @@ def active_config(**overrides) -> ml_collections.ConfigDict:
   teacher-train 700, initial L 50, pool U 547, 5 rounds of 40 queries."""
   c = ml_collections.ConfigDict()
   c.job = "active"
-  c.dataset = "digits"
-  c.data_dir = ""
+  _data_fields(c)
   c.split = ml_collections.ConfigDict(dict(
       teacher_train=700, initial=50, pool=547, test=0, seed=0))
   c.teacher = teacher_config()
@@ -66,6 +75,7 @@ def active_config(**overrides) -> ml_collections.ConfigDict:
   c.strategy_options = ml_collections.ConfigDict()
   c.rounds = 5
   c.per_round = 40
+  c.budget = 0  # teacher queries per run; 0 = initial + rounds x per_round
   c.seeds = (0,)
   c.hard_labels = False
   c.loop = loop_config()
@@ -80,8 +90,7 @@ def unix_config(**overrides) -> ml_collections.ConfigDict:
   lenet5 -> lenet5_half, N = 64, k = 48, w = 10, 30 epochs, 3 seeds."""
   c = ml_collections.ConfigDict()
   c.job = "unix"
-  c.dataset = "digits"
-  c.data_dir = ""
+  _data_fields(c)
   c.teacher = teacher_config(seed=1234)
   c.student = "lenet5_half"
   c.seeds = (0, 1, 2)

@@ -180,9 +180,45 @@ def register_dataset(name: str) -> Callable[[LoaderFn], LoaderFn]:
   return deco
 
 
+# `prefix:arg` datasets: prefix -> (module, function, what arg is). Lazy, so
+# optional dependencies load only when used.
+PREFIX_LOADERS = {
+    "tfds": ("jaxkd.data.tfds_loader", "load_tfds_dataset", "<name>"),
+    "npz": ("jaxkd.data.files", "load_npz", "<path.npz>"),
+    "idx": ("jaxkd.data.files", "load_idx_dir", "<dir>"),
+}
+
+
 def dataset_names() -> Sequence[str]:
-  """The registered names, plus the `tfds:<name>` pattern."""
-  return tuple(sorted(_LOADERS)) + (TFDS_PREFIX + "<name>",)
+  """The registered names, plus the `tfds:<name>`, `npz:<path.npz>` and
+  `idx:<dir>` patterns."""
+  return tuple(sorted(_LOADERS)) + tuple(
+      f"{k}:{v[2]}" for k, v in PREFIX_LOADERS.items())
+
+
+def dataset_loader(name: str) -> Tuple[LoaderFn, tuple]:
+  """(loader function, leading positional args) for a dataset name; raises
+  JaxkdError for an unknown one (the message lists the known names)."""
+  if not isinstance(name, str):
+    raise JaxkdError(f"dataset name must be a string, got {name!r}.")
+  prefix, sep, arg = name.partition(":")
+  if sep and prefix in PREFIX_LOADERS:
+    import importlib
+    module, fn_name, what = PREFIX_LOADERS[prefix]
+    if not arg:
+      raise JaxkdError(f"dataset {name!r}: write {prefix}:{what}.")
+    return getattr(importlib.import_module(module), fn_name), (arg,)
+  if name in _LOADERS:
+    return _LOADERS[name], ()
+  raise JaxkdError(
+      f"unknown dataset {name!r}; known: {', '.join(dataset_names())}.")
+
+
+def loader_options(name: str) -> Tuple[str, ...]:
+  """The keyword options the loader of `name` accepts (besides data_dir)."""
+  fn, _ = dataset_loader(name)
+  return tuple(p.name for p in inspect.signature(fn).parameters.values()
+               if p.kind == p.KEYWORD_ONLY)
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None,
@@ -191,7 +227,9 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
 
   Args:
     name: a registered name (`digits`, `mnist`, `fashion_mnist`, `cifar10`,
-      `mnist5k`, ...) or `tfds:<tfds name>` for `tensorflow_datasets`.
+      `mnist5k`, ...), `tfds:<tfds name>` for `tensorflow_datasets`,
+      `npz:<path.npz>` or `idx:<dir>` for own files
+      (`jaxkd.data.files`).
     data_dir: the folder holding the files (ignored by `digits`; the tfds
       data_dir for `tfds:`).
     **options: loader-specific keyword options, e.g. `seed=`, `num_test=`
@@ -210,17 +248,7 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
     >>> ds.train_images.shape, ds.test_images.shape, ds.num_classes
     ((1297, 8, 8, 1), (500, 8, 8, 1), 10)
   """
-  if not isinstance(name, str):
-    raise JaxkdError(f"dataset name must be a string, got {name!r}.")
-  if name.startswith(TFDS_PREFIX):
-    from jaxkd.data import tfds_loader  # lazy: tensorflow_datasets is optional.
-    fn = tfds_loader.load_tfds_dataset
-    args = (name[len(TFDS_PREFIX):],)
-  elif name in _LOADERS:
-    fn, args = _LOADERS[name], ()
-  else:
-    raise JaxkdError(
-        f"unknown dataset {name!r}; known: {', '.join(dataset_names())}.")
+  fn, args = dataset_loader(name)
   try:
     inspect.signature(fn).bind(*args, data_dir=data_dir, **options)
   except TypeError as e:

@@ -236,6 +236,58 @@ def read_idx(path: str, *, expected_magic: Optional[int] = None,
   return parse_idx(data, source=path, expected_magic=expected_magic)
 
 
+def _idx_header(path: str, head: bytes
+                ) -> Tuple[int, np.dtype, Tuple[int, ...]]:
+  """(magic, dtype, dims) of an IDX header; raises on a non-IDX start."""
+  if len(head) < 4:
+    raise JaxkdError(
+        f"{path}: truncated IDX file: {len(head)} bytes, the header alone "
+        "needs 4.")
+  magic = int.from_bytes(head[:4], "big")
+  if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+    raise JaxkdError(
+        f"{path}: not an IDX file (magic number {magic}, 0x{magic:08x}).")
+  ndim = head[3]
+  if len(head) < 4 + 4 * ndim:
+    raise JaxkdError(
+        f"{path}: truncated IDX header: {len(head)} bytes, {ndim} dimensions "
+        f"need {4 + 4 * ndim}.")
+  dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big")
+               for i in range(ndim))
+  return magic, _IDX_DTYPES[head[2]], dims
+
+
+def _gunzip_header(path: str, raw: bytes) -> bytes:
+  """The IDX header bytes of a gzipped file (its first few bytes only)."""
+  try:
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+      head = f.read(4)
+      if len(head) == 4 and head[0] == 0 and head[1] == 0:
+        head += f.read(4 * head[3])
+      return head
+  except EOFError as e:
+    raise JaxkdError(
+        f"{path}: truncated gzip file ({len(raw)} bytes; {e}).") from e
+  except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError.
+    raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
+
+
+def read_idx_header(path: str) -> Tuple[int, np.dtype, Tuple[int, ...]]:
+  """(magic, dtype, dims) of an IDX file (`.gz` or not), reading only the
+  header (a few bytes) of it."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise JaxkdError(f"{path}: file not found.")
+  with open(path, "rb") as f:
+    if path.endswith(".gz"):
+      head = _gunzip_header(path, f.read(1 << 16))
+    else:
+      head = f.read(4)
+      if len(head) == 4:
+        head += f.read(4 * head[3])
+  return _idx_header(path, head)
+
+
 def _idx_path(data_dir: str, fname: str) -> Optional[str]:
   """The .gz file, else its uncompressed twin, else None."""
   for cand in (fname, fname[:-len(".gz")]):

@@ -19,7 +19,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple, Optional
+import hashlib
+from typing import Any, Dict, Iterator, NamedTuple, Optional
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class Pools(NamedTuple):
   test_images: np.ndarray
   test_labels: np.ndarray
   test_indices: np.ndarray
+  overlap: Optional[dict] = None  # split_overlaps counts (all 0 if clean)
 
   def sizes(self) -> dict:
     """{"teacher_train": n, "initial": n, "pool": n, "test": n}."""
@@ -65,9 +67,48 @@ def _count(name: str, value: Any, allow_none: bool = False) -> Optional[int]:
   return int(value)
 
 
+def _image_hashes(images: np.ndarray) -> set:
+  """blake2b digests of each image's bytes ([n, ...] -> n digests)."""
+  flat = np.ascontiguousarray(images).reshape(len(images), -1)
+  return {hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+          for row in flat}
+
+
+def split_overlaps(**splits: np.ndarray) -> Dict[str, int]:
+  """Distinct images shared by each pair of splits (exact byte equality).
+
+  Args:
+    **splits: name -> images [n, H, W, C] (same dtype for all).
+
+  Returns:
+    {"a&b": count} for each pair of names, in argument order.
+
+  Example:
+    >>> x = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1)
+    >>> split_overlaps(train=x[:3], test=x[2:])
+    {'train&test': 1}
+  """
+  hashes = {k: _image_hashes(v) for k, v in splits.items()}
+  names = list(hashes)
+  return {f"{a}&{b}": len(hashes[a] & hashes[b])
+          for i, a in enumerate(names) for b in names[i + 1:]}
+
+
+def check_overlap(overlap: Dict[str, int], allow_overlap: bool,
+                  what: str = "") -> None:
+  """One-line JaxkdError naming the counts unless all are 0 or allowed."""
+  if allow_overlap or not any(overlap.values()):
+    return
+  counts = ", ".join(f"{k} {v}" for k, v in overlap.items())
+  raise JaxkdError(
+      f"{what}splits share images ({counts}): the student would be tested "
+      "on (or the teacher trained on) the images it learns from; remove "
+      "the duplicates, or set allow_overlap=True to run anyway.")
+
+
 def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
                pool: Optional[int], test: Optional[int] = None,
-               seed: int) -> Pools:
+               seed: int, allow_overlap: bool = False) -> Pools:
   """Splits a dataset into teacher-train / initial L / pool U / test.
 
   One permutation `np.random.default_rng(seed).permutation(num_train)` of
@@ -83,13 +124,19 @@ def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
     pool: size of the unlabelled pool U; None takes every image left.
     test: number of test images, or None (or 0) for the whole test split.
     seed: seed of the split; the same seed gives the same split.
+    allow_overlap: run even when splits share images.
+
+  Every image is hashed: teacher-train, pool (initial L + U) and test must
+  not share an image (a file copied under two names leaks the test set into
+  training). The counts are in `Pools.overlap`.
 
   Returns:
     `Pools` with gathered arrays and their original indices.
 
   Raises:
-    JaxkdError: negative or non-integer sizes, or sizes that do not fit
-      (the message gives the numbers).
+    JaxkdError: negative or non-integer sizes, sizes that do not fit
+      (the message gives the numbers), or shared images (the message gives
+      the counts) unless `allow_overlap`.
 
   Example:
     >>> from jaxkd.data import load_dataset
@@ -133,7 +180,11 @@ def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
             idx.astype(np.int64)]
   out += [dataset.test_images[test_idx], dataset.test_labels[test_idx],
           test_idx.astype(np.int64)]
-  return Pools(*out)
+  overlap = split_overlaps(teacher_train=out[0],
+                           pool=np.concatenate([out[3], out[6]]),
+                           test=out[9])
+  check_overlap(overlap, allow_overlap, f"{dataset.name}: ")
+  return Pools(*out, overlap=overlap)
 
 
 def iterate_batches(n: int, batch_size: int, key_or_seed: Any = 0,
