@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jaxkd.data import local
+import jaxkd.data.local as local
 from jaxkd.data.arrays import dataset_from_arrays
 from jaxkd.data.datasets import Dataset
 from jaxkd.validation import JaxkdError
