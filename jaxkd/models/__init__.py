@@ -57,11 +57,19 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   return factory(num_classes=num_classes, **kwargs)
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_init(model: nn.Module):
+  return jax.jit(lambda k, v: model.init(k, v, train=False))
+
+
 def init_model(model: nn.Module, key: jax.Array, input_shape) -> Dict[str, Any]:
   """Initialises variables for inputs of shape [H, W, C] (batch added)."""
   x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-  # One compiled init instead of hundreds of op-by-op dispatches.
-  variables = jax.jit(lambda k, v: model.init(k, v, train=False))(key, x)
+  # One compiled init per (model, shape) instead of hundreds of op-by-op
+  # dispatches, and not one compile per call either: the active loop
+  # re-initialises the student every round (compiling LeNet-5's init takes
+  # seconds on CPU).
+  variables = _jitted_init(model)(key, x)
   return dict(variables)
 
 
