@@ -91,9 +91,10 @@ def image_grid(images, titles: Optional[Sequence[str]] = None, *,
   lines = 0 if titles is None else max(str(t).count("\n") + 1
                                        for t in titles)
   cap = lines * fontsize * 1.3 / 72
-  fig = Figure(figsize=(ncols * size, nrows * (size + cap) + (0.3 if title
-                                                              else 0)),
-               dpi=dpi)
+  height = nrows * (size + cap) + (0.35 if title else 0.0)
+  fig = Figure(figsize=(ncols * size, height), dpi=dpi, layout="constrained")
+  fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02,
+                              hspace=0.02)
   axes = fig.subplots(nrows, ncols, squeeze=False)
   for pos, ax in enumerate(axes.ravel()):
     ax.set_axis_off()
@@ -109,7 +110,6 @@ def image_grid(images, titles: Optional[Sequence[str]] = None, *,
       ax.set_title(str(titles[pos]), fontsize=fontsize, pad=2)
   if title:
     fig.suptitle(title, fontsize=fontsize + 2)
-  fig.tight_layout(pad=0.3)
   return fig
 
 
