@@ -108,6 +108,20 @@ def linear_stem_fns(model: Any) -> Tuple[ApplyFn, ApplyFn]:
     raise JaxkdError(
         f"{type(model).__name__} does not declare has_linear_stem = True; "
         "use the plain path (stem_fn=head_fn=None).")
+  try:
+    return _cached_stem_fns(model)
+  except TypeError:  # an unhashable module: fresh functions.
+    return _stem_fns(model)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_stem_fns(model: Any) -> Tuple[ApplyFn, ApplyFn]:
+  # The same function objects for the same model, so the jitted scan blocks
+  # (cached on the function) compile once per run, not once per round.
+  return _stem_fns(model)
+
+
+def _stem_fns(model: Any) -> Tuple[ApplyFn, ApplyFn]:
   stem_fn = lambda v, x: model.apply(v, x, method=model.stem)
   # A model may offer an inference-only head tuned for throughput.
   head = getattr(model, "scan_head", None) or model.head_from_stem
