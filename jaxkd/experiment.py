@@ -278,6 +278,23 @@ def check_plan(config, pools) -> None:
           f"need more than the {capacity} {what} (split.pool={n_pool}).")
 
 
+def _refuse_lost_teacher(workdir, path):
+  """A missing teacher next to run ledgers: the ledgers hold the lost
+  teacher's answers, and a retrained one would not match them."""
+  ledgers = [os.path.join(d, s, "ledger.sqlite")
+             for d in sorted(os.listdir(workdir))
+             if os.path.isdir(os.path.join(workdir, d)) and d != "teacher"
+             for s in sorted(os.listdir(os.path.join(workdir, d)))
+             if os.path.isfile(os.path.join(workdir, d, s, "ledger.sqlite"))
+             ] if os.path.isdir(workdir) else []
+  if ledgers:
+    raise JaxkdError(
+        f"{path} is missing but {len(ledgers)} run ledger(s) in {workdir} "
+        f"(e.g. {ledgers[0]}) hold its answers; a retrained teacher would not "
+        "match them: restore the teacher folder from a backup, or use a new "
+        "workdir.")
+
+
 def train_teacher(config, dataset, pools, workdir, mesh):
   """The job's teacher: loaded from `config.teacher.checkpoint` when set
   (and evaluated on this job's test split), else trained on the
@@ -309,6 +326,7 @@ def train_teacher(config, dataset, pools, workdir, mesh):
     _log(f"teacher {tc.model}: restored, test accuracy "
          f"{meta['accuracy']:.4f}")
     return model, variables, float(meta["accuracy"])
+  _refuse_lost_teacher(workdir, path)
   t0 = time.time()
   images = pools.teacher_train_images
   model, variables, acc = teacher_training.train_teacher(

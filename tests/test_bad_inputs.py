@@ -135,3 +135,21 @@ def test_gzip_reads_are_bounded_by_the_idx_header(tmp_path):
   with open(path, "wb") as f:
     f.write(gzip.compress(raw[:9]) + gzip.compress(raw[9:]))
   np.testing.assert_array_equal(local.read_idx(path), arr)
+
+
+def test_lost_teacher_next_to_ledgers_is_refused_not_retrained(tmp_path,
+                                                               monkeypatch):
+  """workdir/teacher deleted while run ledgers exist: one line, no training."""
+  from jaxkd import experiment, teacher_training
+  from jaxkd.configs import common
+  config = common.active_config(progress=False)
+  dataset, pools = experiment.load_pools(config)
+  run = tmp_path / "random" / "seed0"
+  run.mkdir(parents=True)
+  (run / "ledger.sqlite").write_bytes(b"")
+  trained = []
+  monkeypatch.setattr(teacher_training, "train_teacher",
+                      lambda *a, **k: trained.append(1))
+  with pytest.raises(JaxkdError) as e:
+    experiment.train_teacher(config, dataset, pools, str(tmp_path), None)
+  assert "ledger" in _one_line(e) and not trained
