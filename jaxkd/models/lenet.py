@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkd.models.conv import Conv
+
 # Largest unrolled convolution matrix `scan_head` builds (entries; 16 MiB).
 _MAX_UNROLLED = 1 << 22
 
@@ -120,11 +122,14 @@ class LeNet5(nn.Module):
   num_classes: int = 10
   channels: Sequence[int] = (6, 16)
   hidden: Sequence[int] = (120, 84)
+  conv_impl: str = "xla"
   has_linear_stem: ClassVar[bool] = True
 
   def setup(self):
-    self.conv1 = nn.Conv(self.channels[0], (5, 5), padding="SAME")
-    self.conv2 = nn.Conv(self.channels[1], (5, 5), padding="SAME")
+    self.conv1 = Conv(self.channels[0], (5, 5), padding="SAME",
+                      impl=self.conv_impl)
+    self.conv2 = Conv(self.channels[1], (5, 5), padding="SAME",
+                      impl=self.conv_impl)
     self.fc1 = nn.Dense(self.hidden[0])
     self.fc2 = nn.Dense(self.hidden[1])
     self.head = nn.Dense(self.num_classes)
