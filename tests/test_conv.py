@@ -97,3 +97,29 @@ def test_lenet5_half_with_conv_impl_equals_xla(impl):
                init_model(new, jax.random.key(0), (28, 28, 1)))
   np.testing.assert_allclose(new.apply(v, x), ref.apply(v, x), rtol=1e-5,
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 7, 9, 2)])
+def test_max_pool_gradient_equals_autodiff(shape):
+  from jaxkd.models.lenet import max_pool_2x2
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(shape[0], shape[1] // 2, shape[2] // 2,
+                                   shape[3])).astype(np.float32))
+  # Without ties: the gradient of nn.max_pool (XLA's select-and-scatter).
+  got = jax.grad(lambda x: jnp.sum(w * max_pool_2x2(x)))(x)
+  want = jax.grad(lambda x: jnp.sum(w * nn.max_pool(x, (2, 2), (2, 2))))(x)
+  np.testing.assert_array_equal(got, want)
+  # With ties (ReLU zeros, rounded values): autodiff of the nested maximum.
+
+  def nested(x):
+    h, w_ = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    return jnp.maximum(
+        jnp.maximum(x[:, 0:h:2, 0:w_:2], x[:, 0:h:2, 1:w_:2]),
+        jnp.maximum(x[:, 1:h:2, 0:w_:2], x[:, 1:h:2, 1:w_:2]))
+
+  xt = jnp.round(x)
+  for f in (lambda v: v, jax.nn.relu):
+    got = jax.grad(lambda x: jnp.sum(w * max_pool_2x2(f(x))))(xt)
+    want = jax.grad(lambda x: jnp.sum(w * nested(f(x))))(xt)
+    np.testing.assert_array_equal(got, want)
