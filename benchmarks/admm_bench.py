@@ -266,13 +266,17 @@ def main(argv=None):
                      compile=compile_s if "jaxkd" in runs else None,
                      load=peers.load_average()))
     print(f"  done {n}x{d} ({rows[-1]['load']})", flush=True)
-  print()
-  _print_rows(rows, methods)
+  peak = peers.peak_matmul(1024 if args.quick else 2048)
+  print(f"peak float32 matmul: numpy {peak['numpy'] / 1e9:.1f}, jax "
+        f"{peak['jax'] / 1e9:.1f} GFLOP/s; % peak counts 4 n d r + 4 r^2 d "
+        "FLOPs per iteration (the thin-SVD update's four matmuls)\n")
+  _print_rows(rows, methods, iters, peak["peak"])
   return rows
 
 
-def _print_rows(rows, methods):
+def _print_rows(rows, methods, iters, peak):
   hdr = (f"{'n':>6} {'d':>4} | " + "".join(f"{m:>18}" for m in methods)
+         + " | % peak: " + " ".join(m.split("-")[0] for m in methods)
          + " | " + "".join(f"{m + '/jaxkd':>17}" for m in methods
                            if m != "jaxkd")
          + " | jaxkd compile, first call | rel diff vs numpy-thin")
@@ -281,6 +285,11 @@ def _print_rows(rows, methods):
   for row in rows:
     med, mem = row["med"], row["mem"]
     cells = "".join(f"{f'{med[m]:.3g}s {mem[m]:.2f}GiB':>18}" for m in methods)
+    n, d = row["n"], row["d"]
+    r = min(n, d)
+    fl = iters * (4 * n * d * r + 4 * r * r * d)
+    cells += " | " + " ".join(f"{100 * fl / med[m] / peak:.0f}%"
+                              for m in methods)
     jt = med.get("jaxkd")
     ratios = "".join(f"{f'{med[m] / jt:.2f}x' if jt else '-':>17}"
                      for m in methods if m != "jaxkd")
