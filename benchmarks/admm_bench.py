@@ -1,40 +1,37 @@
-"""Benchmark: the paper's literal ADMM vs hoisted NumPy vs jaxkd's solver.
+"""ADMM (l2,1 reconstruction selection): jaxkd vs NumPy and PyTorch.
 
 For each (n, d) runs the same number of ADMM iterations (tol = 0, paper
-alpha = 1e-6, theta = 1e-5, random Gaussian features) with
+alpha = 1e-6, theta = 1e-5, random Gaussian features, float32) with
 
-  literal      NumPy transcription of the paper: eigendecomposes the n x n
-               A = 2 X^T X and X X^T every iteration (O(n^3) per iteration),
-  hoisted      NumPy with both eigendecompositions done once before the loop
-               (O(n^2 d) per iteration, O(n^2) memory),
-  numpy-thin   jaxkd's thin-SVD update written in NumPy (O(n d r)),
-  jaxkd        `jaxkd.selection.admm.admm_solve` (jit + lax.while_loop;
-               compile time reported separately, excluded from the ratio),
+  numpy-thin   the thin-SVD update (module docstring of
+               jaxkd.selection.admm) written in NumPy: what a NumPy user
+               would write once they know the algebra (O(n d r) per
+               iteration);
+  torch-thin   the same update, line for line, in PyTorch (2 threads);
+  jaxkd        `jaxkd.selection.admm.admm_solve`'s jitted core
+               (jit + lax.while_loop; compile time reported separately),
 
-all in one process and in the same dtype (float32 by default). Times are the
-median of --repeats runs (literal and hoisted: one run). A method whose
-estimate (from one measured iteration, or from the n^3 / n^2 d scaling of a
-smaller measured size) exceeds --max-seconds, or whose memory estimate
-exceeds --max-mem-gib, is skipped and its estimate printed with a `~`.
+in one process, timed as medians of interleaved repeats; ratio = other time /
+jaxkd time (> 1: jaxkd faster). Agreement: `rel diff` is
+||Q - Q_numpy-thin|| / ||Q_numpy-thin|| for jaxkd and torch. The paper's
+literal algorithm (an n x n eigendecomposition every iteration) and its
+hoisted variant are still available (--methods literal,hoisted,...) but are
+not default: at n = 2000 they take minutes (275x and 18x the jaxkd time in
+the earlier results).
 
-Peak memory is the process's peak resident set (VmHWM) during that method,
-reset through /proc/self/clear_refs before each method (Linux >= 4.0); it is
-absolute (it includes the interpreter, JAX and the input), which is what a
-user of the machine pays. `rel diff` is ||Q_jaxkd - Q_numpy-thin|| / ||Q||.
+Peak memory is the process's peak resident set (VmHWM) during one run of the
+method, reset through /proc/self/clear_refs before it (Linux >= 4.0); it is
+absolute (it includes the interpreter, JAX, torch and the input).
 
-Full run (about 25 min on a 2-core CPU, mostly the literal at n = 2000 and
-the hoisted run at n = 5000):
-
-  python benchmarks/admm_bench.py
-
-Smoke run: python benchmarks/admm_bench.py --quick
+  python benchmarks/admm_bench.py            # 2000x256 and 5000x512
+  python benchmarks/admm_bench.py --quick    # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import sys
 import time
 
@@ -43,13 +40,16 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 ".."))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import peers  # noqa: E402
 from jaxkd.selection import admm  # noqa: E402
 
 ALPHA, THETA = 1e-6, 1e-5
-FULL_SIZES = ((2000, 256), (5000, 512), (20000, 512), (100000, 256))
+FULL_SIZES = ((2000, 256), (5000, 512))
 QUICK_SIZES = ((300, 32), (600, 64))
 
 
@@ -76,14 +76,6 @@ def reset_peak():
 
 def peak_gib():
   return _status_kib("VmHWM") / 2**20
-
-
-def available_gib():
-  with open("/proc/meminfo") as fh:
-    for line in fh:
-      if line.startswith("MemAvailable:"):
-        return int(line.split()[1]) / 2**20
-  return float("inf")
 
 
 # ----------------------------------------------------------------- methods
@@ -163,6 +155,33 @@ def thin_admm(f, iters):
   return q
 
 
+def torch_thin_admm(f, iters):
+  """`thin_admm` line for line in PyTorch."""
+  torch = peers.import_torch()
+  f = torch.from_numpy(f)
+  n, d = f.shape
+  th = THETA
+  z, s, wt = torch.linalg.svd(f, full_matrices=False)
+  w = wt.T
+  c = 1 / (s + th / (2 * s**3))
+  r = 1 / (1 + th / (2 * torch.outer(s**2, s**2)))
+  q = torch.zeros((n, d), dtype=f.dtype)
+  q_hat = torch.zeros_like(q)
+  lam = torch.zeros_like(q)
+  t = ALPHA / THETA
+  for _ in range(iters):
+    u_ = lam / th
+    m = q_hat - u_
+    k = (z.T @ m) @ w
+    q = m + z @ ((torch.diag(c) - k * r) @ wt)
+    sv = q + u_
+    nrm = torch.linalg.vector_norm(sv, dim=1, keepdim=True)
+    fac = torch.where(nrm > t, 1.0 - t / nrm, torch.zeros_like(nrm))
+    q_hat = fac * sv
+    lam = lam + th * (q - q_hat)
+  return q.numpy()
+
+
 def jaxkd_runner(f, iters):
   """(compile seconds, run callable) for admm_solve's jitted core."""
   solver = admm._compiled_solver(None, False, False)  # what admm_solve calls
@@ -185,168 +204,102 @@ def jaxkd_runner(f, iters):
 # ------------------------------------------------------------------ driver
 
 
-def timed(fn, repeats):
-  times, out = [], None
-  reset_peak()
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), peak_gib(), out
-
-
-def fmt_t(t, est=False):
-  if t is None:
-    return "-"
-  s = f"{t:.3g}s" if t < 100 else f"{t / 60:.3g}min"
-  return ("~" + s) if est else s
-
-
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="small sizes, 10 iters")
   ap.add_argument("--iters", type=int, default=None, help="default 100")
-  ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--max-seconds", type=float, default=600.0)
-  ap.add_argument("--max-mem-gib", type=float, default=None,
-                  help="default: half of MemAvailable")
-  ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+  ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--sizes", default=None,
-                  help="e.g. 2000x256,100000x256 (default: the issue's four)")
-  ap.add_argument("--methods", default="literal,hoisted,numpy-thin,jaxkd")
+                  help="e.g. 2000x256,5000x512 (the default)")
+  ap.add_argument("--methods", default="numpy-thin,torch-thin,jaxkd",
+                  help="also: literal, hoisted (the paper's forms, slow)")
   args = ap.parse_args(argv)
-  if args.dtype == "float64":
-    jax.config.update("jax_enable_x64", True)
+  torch = peers.import_torch()
   iters = args.iters or (10 if args.quick else 100)
   sizes = QUICK_SIZES if args.quick else FULL_SIZES
   if args.sizes:
     sizes = tuple(tuple(int(v) for v in s.split("x"))
                   for s in args.sizes.split(","))
   methods = args.methods.split(",")
-  max_mem = args.max_mem_gib or available_gib() / 2
-  dt = np.dtype(args.dtype)
-  item = dt.itemsize
-  gib = 2**30
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
-        f"({os.cpu_count()} cpus), {args.dtype}, {iters} iterations, "
-        f"alpha={ALPHA}, theta={THETA}; memory cap {max_mem:.1f} GiB, "
-        f"time cap {args.max_seconds:.0f}s; peak reset "
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), numpy "
+        f"{np.__version__}, {os.cpu_count()} cpus; float32, {iters} "
+        f"iterations, alpha={ALPHA}, theta={THETA}; peak reset "
         f"{'ok' if reset_peak() else 'UNAVAILABLE (peaks are cumulative)'}")
-  # Per-iteration cost models, calibrated on the first measured size:
-  # literal ~ n^3 (eigh of A), hoisted ~ n^3 once + n^2 d per iteration.
-  cal = {}
+  print(f"start: {peers.load_average()}")
+  slow = {"literal": literal_admm, "hoisted": hoisted_admm}
+  fast = {"numpy-thin": thin_admm, "torch-thin": torch_thin_admm}
   rows = []
   for n, d in sizes:
-    rng = np.random.default_rng(0)
-    f = rng.standard_normal((n, d)).astype(dt)
-    row = dict(n=n, d=d)
-    notes = []
-    # ---- literal
-    if "literal" in methods:
-      mem = (4 * n * n + 8 * n * d) * item / gib
-      est1 = cal["lit"] * n**3 if "lit" in cal else None
-      if mem > max_mem:
-        row["literal"] = (est1 * iters if est1 else None, True)
-        notes.append(f"literal skipped: needs ~{mem:.0f} GiB")
-      elif est1 is not None and est1 > args.max_seconds / 2:
-        row["literal"] = (est1 * iters, True)
-        notes.append("literal skipped: one iteration alone is estimated at "
-                     f"{fmt_t(est1)}")
+    f = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+    runs, mem, out, first = {}, {}, {}, {}
+    for name in methods:
+      if name in fast:
+        runs[name] = functools.partial(fast[name], f, iters)
+      elif name in slow:
+        runs[name] = functools.partial(slow[name], f, iters)
+      elif name == "jaxkd":
+        reset_peak()
+        t0 = time.perf_counter()
+        compile_s, runs[name] = jaxkd_runner(f, iters)
       else:
-        t1, pk, _ = timed(lambda: literal_admm(f, 1), 1)
-        cal.setdefault("lit", t1 / n**3)
-        if t1 * iters > args.max_seconds:
-          row["literal"] = (t1 * iters, True)
-          notes.append(f"literal skipped: 1 iteration took {t1:.1f}s")
-        else:
-          t, pk, q_lit = timed(lambda: literal_admm(f, iters), 1)
-          row["literal"] = (t, False)
-          row["literal_mem"] = pk
-    # ---- hoisted
-    if "hoisted" in methods:
-      mem = (3 * n * n + 8 * n * d) * item / gib
-      est = None
-      if "hoist" in cal:
-        a, b = cal["hoist"]
-        est = a * n**3 + iters * b * n * n * d
-      if mem > max_mem:
-        row["hoisted"] = (est, True)
-        notes.append(f"hoisted skipped: needs ~{mem:.0f} GiB")
-      elif est is not None and est > args.max_seconds:
-        row["hoisted"] = (est, True)
-        notes.append("hoisted skipped: estimated from the n^3 + n^2 d "
-                     "scaling of the first size")
-      else:
-        t1, _, _ = timed(lambda: hoisted_admm(f, 1), 1)
-        t2, _, _ = timed(lambda: hoisted_admm(f, 3), 1)
-        per = max(t2 - t1, 1e-9) / 2
-        setup = max(t1 - per, 0.0)
-        cal.setdefault("hoist", (setup / n**3, per / (n * n * d)))
-        if setup + iters * per > args.max_seconds:
-          row["hoisted"] = (setup + iters * per, True)
-          notes.append("hoisted skipped: estimated from 1 and 3 iterations")
-        else:
-          t, pk, _ = timed(lambda: hoisted_admm(f, iters), 1)
-          row["hoisted"] = (t, False)
-          row["hoisted_mem"] = pk
-    # ---- numpy-thin
-    q_thin = None
-    if "numpy-thin" in methods:
-      t, pk, q_thin = timed(lambda: thin_admm(f, iters), args.repeats)
-      row["numpy-thin"] = (t, False)
-      row["numpy-thin_mem"] = pk
-    # ---- jaxkd
-    if "jaxkd" in methods:
-      reset_peak()
-      compile_s, run = jaxkd_runner(f, iters)
-      run()  # warm-up (first execution allocates)
-      t, pk, q_j = timed(run, args.repeats)
-      row["jaxkd"] = (t, False)
-      row["jaxkd_mem"] = pk
-      row["compile"] = compile_s
-      if q_thin is not None:
-        row["rel"] = float(np.linalg.norm(q_j.astype(np.float64) - q_thin) /
-                           np.linalg.norm(q_thin))
-      del run
-    row["notes"] = notes
-    rows.append(row)
-    _print_row(row, methods, header=len(rows) == 1)
-  print()
-  for row in rows:
-    for note in row["notes"]:
-      print(f"  n={row['n']} d={row['d']}: {note}")
+        raise SystemExit(f"unknown method {name!r}")
+      if name != "jaxkd":
+        reset_peak()
+        t0 = time.perf_counter()
+      out[name] = runs[name]()            # warm-up, agreement, memory
+      first[name] = time.perf_counter() - t0
+      mem[name] = peak_gib()
+    timed_runs = {m: (lambda _, r=r: r()) for m, r in runs.items()
+                  if m not in slow}
+    med = peers.interleaved(timed_runs, 1, args.repeats)
+    for m in slow:
+      if m in runs:
+        t0 = time.perf_counter()
+        runs[m]()
+        med[m] = time.perf_counter() - t0
+    ref = out.get("numpy-thin")
+    rel = {m: float(np.linalg.norm(q.astype(np.float64) - ref)
+                    / np.linalg.norm(ref))
+           for m, q in out.items() if ref is not None and m != "numpy-thin"}
+    rows.append(dict(n=n, d=d, med=med, mem=mem, first=first, rel=rel,
+                     compile=compile_s if "jaxkd" in runs else None,
+                     load=peers.load_average()))
+    print(f"  done {n}x{d} ({rows[-1]['load']})", flush=True)
+  peak = peers.peak_matmul(1024 if args.quick else 2048)
+  print(f"peak float32 matmul: numpy {peak['numpy'] / 1e9:.1f}, jax "
+        f"{peak['jax'] / 1e9:.1f} GFLOP/s; % peak counts 4 n d r + 4 r^2 d "
+        "FLOPs per iteration (the thin-SVD update's four matmuls)\n")
+  _print_rows(rows, methods, iters, peak["peak"])
   return rows
 
 
-def _print_row(row, methods, header):
-  cols = [m for m in ("literal", "hoisted", "numpy-thin", "jaxkd")
-          if m in methods]
-  if header:
-    h = f"{'n':>7} {'d':>4} | " + " | ".join(f"{m:>17}" for m in cols)
-    h += " | compile | " + " | ".join(f"{m + '/jaxkd':>16}" for m in cols
-                                       if m != "jaxkd") + " | rel diff"
-    print(h)
-    print("-" * len(h))
-  cells = []
-  for m in cols:
-    t, est = row.get(m, (None, False))
-    mem = row.get(m + "_mem")
-    cell = fmt_t(t, est) + (f" {mem:.2f}GiB" if mem is not None else "")
-    cells.append(f"{cell:>17}")
-  line = f"{row['n']:>7} {row['d']:>4} | " + " | ".join(cells)
-  line += f" | {row.get('compile', float('nan')):6.2f}s | "
-  jt = row.get("jaxkd", (None, False))[0]
-  ratios = []
-  for m in cols:
-    if m == "jaxkd":
-      continue
-    t, est = row.get(m, (None, False))
-    r = "-" if t is None or not jt else (("~" if est else "") +
-                                         f"{t / jt:.3g}x")
-    ratios.append(f"{r:>16}")
-  line += " | ".join(ratios)
-  line += f" | {row['rel']:.1e}" if "rel" in row else " | -"
-  print(line, flush=True)
+def _print_rows(rows, methods, iters, peak):
+  hdr = (f"{'n':>6} {'d':>4} | " + "".join(f"{m:>18}" for m in methods)
+         + " | % peak: " + " ".join(m.split("-")[0] for m in methods)
+         + " | " + "".join(f"{m + '/jaxkd':>17}" for m in methods
+                           if m != "jaxkd")
+         + " | jaxkd compile, first call | rel diff vs numpy-thin")
+  print(hdr)
+  print("-" * len(hdr))
+  for row in rows:
+    med, mem = row["med"], row["mem"]
+    cells = "".join(f"{f'{med[m]:.3g}s {mem[m]:.2f}GiB':>18}" for m in methods)
+    n, d = row["n"], row["d"]
+    r = min(n, d)
+    fl = iters * (4 * n * d * r + 4 * r * r * d)
+    cells += " | " + " ".join(f"{100 * fl / med[m] / peak:.0f}%"
+                              for m in methods)
+    jt = med.get("jaxkd")
+    ratios = "".join(f"{f'{med[m] / jt:.2f}x' if jt else '-':>17}"
+                     for m in methods if m != "jaxkd")
+    extra = (f"{row['compile']:.2f}s, {row['first'].get('jaxkd', 0):.2f}s"
+             if row["compile"] is not None else "-")
+    rel = ", ".join(f"{m} {v:.1e}" for m, v in row["rel"].items())
+    print(f"{row['n']:>6} {row['d']:>4} | {cells} | {ratios} | {extra:>25} | "
+          f"{rel}")
+  print("load average after each size: " + "; ".join(
+      f"{r['n']}x{r['d']}: {r['load']}" for r in rows))
 
 
 if __name__ == "__main__":

@@ -330,13 +330,18 @@ def standard_step_fn(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
   sharding = parallel.data_sharding(mesh)
   k = parallel.num_shards(mesh)
   padded = -(-rows // k) * k
+  # Every batch of `fit` has `rows` rows: its mask is made and placed once.
+  full_mask = jax.device_put(
+      (np.arange(padded) < rows).astype(np.float32), sharding)
 
   def step_fn(state, batch_rows, t):
     del t
-    xb, tb, yb = (_pad_rows(a, padded) for a in batch_rows)
-    mask = (np.arange(padded) < len(batch_rows[0])).astype(np.float32)
-    batch = Batch(*(jax.device_put(a, sharding) for a in (xb, tb, yb, mask)))
-    return step(state, batch)
+    n = len(batch_rows[0])
+    xb, tb, yb = (jax.device_put(_pad_rows(a, padded), sharding)
+                  for a in batch_rows)
+    mask = full_mask if n == rows else jax.device_put(
+        (np.arange(padded) < n).astype(np.float32), sharding)
+    return step(state, Batch(xb, tb, yb, mask))
 
   return step_fn
 

@@ -414,10 +414,14 @@ def unix_train_step(state: TrainState, teacher_variables, images, key, *,
 
   Raises:
     JaxkdError: bad config (k > N, k <= 0, w <= 0, alpha <= 0, unknown
-      uncertainty) or images not rank 4 / not finite.
+      uncertainty) or images not rank 4 / not finite (NumPy batches; a
+      batch already on the device is not read back to check it, which would
+      stall every step on a host round trip: check such data once where it
+      is made, as `train.fit` does).
   """
   check_rank("images", images, 4)
-  check_finite("images", images)
+  if isinstance(images, np.ndarray):
+    check_finite("images", images)
   config.validate(int(images.shape[0]))
   return _run_step(state, teacher_variables, images, key, student=student,
                    teacher=teacher, config=config,

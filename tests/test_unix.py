@@ -197,6 +197,15 @@ def test_bad_method_and_feature_mismatch_raise():
                             "at")
 
 
+def test_nan_host_batch_raises_before_the_step():
+  st, tv = _states()
+  x = _images(64)
+  x[3, 0, 0, 0] = np.nan
+  with pytest.raises(JaxkdError, match="NaN"):
+    unix.unix_train_step(st, tv, x, jax.random.key(0), student=_S,
+                         teacher=_T, config=unix.UnixConfig(k=48))
+
+
 # ------------------------------------------------- training through fit ---
 
 
