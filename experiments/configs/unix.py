@@ -13,22 +13,33 @@ FLOP counts, relative to plain KD (100%).
   python -m jaxkd.main --workdir=runs/unix_fmnist \
       --config=experiments/configs/unix.py:fashion_mnist,data_dir=DIR
 
-Variants: digits, fashion_mnist (max_train 10000), ablations (all six
-methods), quick (2 epochs, 1 seed). Override any field, e.g.
-`--config.unix.w=1000`.
+Variants: digits, fashion_mnist (max_train 10000), full (with
+fashion_mnist: all 60,000 training images, the size of issue 11's UNIX
+reproduction; data_dir defaults to ../shared/data/fashion_mnist), ablations
+(all six methods), quick (2 epochs, 1 seed). Override any field, e.g.
+`--config.unix.w=1000` or `--config.unix.uncertainty=margin` (the paper's
+w and uncertainty ablations are one run each).
 """
 
+import os
+
 from jaxkd.configs import common
+
+_FMNIST = os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+    "data", "fashion_mnist"))
 
 
 def get_config(arg: str = "digits"):
   args = common.parse_arg(arg, digits=False, fashion_mnist=False,
-                          ablations=False, quick=False, data_dir="")
+                          full=False, ablations=False, quick=False,
+                          data_dir="")
   c = common.unix_config()
+  c.data_dir = args.data_dir
   if args.fashion_mnist:
     c.dataset = "fashion_mnist"
-    c.unix.max_train = 10000
-  c.data_dir = args.data_dir
+    c.unix.max_train = 0 if args.full else 10000
+    c.data_dir = args.data_dir or (_FMNIST if args.full else "")
   if args.ablations:
     c.unix.methods = ("kd", "random_kd", "uncertainty", "mixup",
                       "non_adaptive", "unix")
