@@ -65,7 +65,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from jaxkd.validation import JaxkdError
+from jaxkd.validation import JaxkdError, is_int
 
 NPY = "application/x-npy"
 JSON = "application/json"
@@ -218,8 +218,7 @@ def http_teacher(url: str, *, timeout: float = 30.0, retries: int = 5,
         np.isfinite(v) and (v > 0 if name == "timeout" else v >= 0)):
       raise JaxkdError(f"{name} must be a finite number "
                        f"{'> 0' if name == 'timeout' else '>= 0'}, got {v!r}.")
-  if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) \
-      or retries < 0:
+  if not is_int(retries) or retries < 0:
     raise JaxkdError(f"retries must be an int >= 0, got {retries!r}.")
   opener = session or urllib.request.build_opener()
   rng = random.Random()

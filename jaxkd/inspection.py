@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jaxkd.validation import JaxkdError
+from jaxkd.validation import JaxkdError, is_int
 
 
 class PaidRows(NamedTuple):
@@ -53,8 +53,7 @@ def paid_in_round(oracle, round: int, kind: Optional[str] = None
   """
   if kind not in (None, "pool", "mixup"):
     raise JaxkdError(f"kind must be None, 'pool' or 'mixup', got {kind!r}.")
-  if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or (
-      round < 0):
+  if not is_int(round) or round < 0:
     raise JaxkdError(f"round must be an int >= 0, got {round!r}.")
   pool = np.asarray(oracle.pool_images, np.float32)
   rows = [e for e in oracle.entries(kind=kind, max_round=round)

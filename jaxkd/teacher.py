@@ -49,7 +49,7 @@ from typing import (Callable, Iterable, List, NamedTuple, Optional,
 import numpy as np
 
 from jaxkd.validation import (BudgetExceededError, JaxkdError, check_finite,
-                              check_rank)
+                              check_rank, is_int)
 
 TeacherFn = Callable[[np.ndarray], np.ndarray]
 
@@ -201,11 +201,9 @@ class TeacherOracle:
                batch_size: int = 256, must_exist: bool = False):
     check_rank("pool_images", pool_images, 4)
     check_finite("pool_images", pool_images)
-    if (isinstance(budget, bool) or not isinstance(budget, (int, np.integer))
-        or budget < 0):
+    if not is_int(budget) or budget < 0:
       raise JaxkdError(f"budget must be a non-negative int, got {budget!r}.")
-    if (isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+    if not is_int(batch_size) or batch_size <= 0:
       raise JaxkdError(f"batch_size must be a positive int, got "
                        f"{batch_size!r}.")
     self.teacher_fn = teacher_fn

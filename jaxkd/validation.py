@@ -54,9 +54,14 @@ def check_finite(name: str, x: Any) -> None:
     raise JaxkdError(f"{name} contains {bad} NaN or inf value(s).")
 
 
+def is_int(value: Any) -> bool:
+  """A Python or NumPy integer, not a bool (True is an int in Python)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def check_k(k: Any, available: int, what: str = "pool points") -> int:
   """Validate a selection size against the number of available candidates."""
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+  if not is_int(k):
     raise JaxkdError(f"k must be a Python int, got {k!r}.")
   k = int(k)
   if k <= 0:

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from jaxkd.data.datasets import Dataset, split_indices
-from jaxkd.validation import JaxkdError
+from jaxkd.validation import JaxkdError, is_int
 
 
 def image_shape_arg(image_shape: Optional[Sequence[int]]
@@ -32,7 +32,7 @@ def image_shape_arg(image_shape: Optional[Sequence[int]]
     return None
   shape = tuple(image_shape)
   if len(shape) not in (2, 3) or not all(
-      isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+      is_int(d) and d > 0
       for d in shape):
     raise JaxkdError(
         f"image_shape must be (H, W) or (H, W, C) of positive ints, got "

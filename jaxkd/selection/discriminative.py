@@ -42,7 +42,7 @@ import optax
 
 from jaxkd.selection.registry import PoolQuery, Strategy, register_strategy
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
-                              check_k, check_rank)
+                              check_k, check_rank, is_int)
 
 # The authors' defaults (query_methods.py / models.py, see the docstring).
 DEFAULTS = dict(sub_batches=20, unlabelled_ratio=10.0, hidden=None,
@@ -203,14 +203,10 @@ def check_options(**options) -> dict:
     raise JaxkdError(f"discriminative: unknown options {sorted(unknown)}; "
                      f"known: {sorted(DEFAULTS)}.")
   o = {**DEFAULTS, **options}
-  if isinstance(o["sub_batches"], bool) or not isinstance(
-      o["sub_batches"], (int, np.integer)) or o["sub_batches"] < 1:
-    raise JaxkdError(f"discriminative: sub_batches must be an int >= 1, got "
-                     f"{o['sub_batches']!r}.")
-  if isinstance(o["steps"], bool) or not isinstance(
-      o["steps"], (int, np.integer)) or o["steps"] < 1:
-    raise JaxkdError(f"discriminative: steps must be an int >= 1, got "
-                     f"{o['steps']!r}.")
+  for name in ("sub_batches", "steps"):
+    if not is_int(o[name]) or o[name] < 1:
+      raise JaxkdError(f"discriminative: {name} must be an int >= 1, got "
+                       f"{o[name]!r}.")
   for name in ("unlabelled_ratio", "l2"):
     if not np.isfinite(o[name]) or o[name] < 0:
       raise JaxkdError(f"discriminative: {name} must be >= 0, got "
@@ -223,8 +219,7 @@ def check_options(**options) -> dict:
                      f"{o['solver']!r}.")
   if o["hidden"] is not None:
     o["hidden"] = tuple(o["hidden"])
-    if any(isinstance(h, bool) or not isinstance(h, (int, np.integer))
-           or h < 1 for h in o["hidden"]):
+    if any(not is_int(h) or h < 1 for h in o["hidden"]):
       raise JaxkdError(f"discriminative: hidden must be positive ints, got "
                        f"{o['hidden']!r}.")
   return o

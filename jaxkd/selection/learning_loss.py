@@ -64,7 +64,8 @@ from jaxkd import parallel, train
 from jaxkd.models import apply_model
 from jaxkd.selection.baselines import top_k_available
 from jaxkd.selection.registry import PoolQuery, Strategy, register_strategy
-from jaxkd.validation import JaxkdError, check_finite, check_k, check_rank
+from jaxkd.validation import (JaxkdError, check_finite, check_k, check_rank,
+                              is_int)
 
 # Yoo & Kweon's settings (paper Sec. 4.1 and code): MARGIN 1, WEIGHT 1,
 # detach at EPOCHL 120 of 200 epochs, module width 128, SUBSET 10000.
@@ -272,7 +273,7 @@ def check_options(**options) -> dict:
   o = {**DEFAULTS, **options}
   for name in ("width", "subset"):
     v = o[name]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+    if not is_int(v) or v < 1:
       raise JaxkdError(f"learning_loss: {name} must be an int >= 1, got "
                        f"{v!r}.")
   for name in ("margin", "weight"):
