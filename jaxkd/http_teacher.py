@@ -99,6 +99,15 @@ def decode_npy(body: bytes) -> np.ndarray:
   return np.load(io.BytesIO(body), allow_pickle=False)
 
 
+def numeric(x) -> np.ndarray:
+  """`x` as an array; ValueError unless its dtype is a float or int."""
+  x = np.asarray(x)
+  if not (np.issubdtype(x.dtype, np.floating)
+          or np.issubdtype(x.dtype, np.integer)):
+    raise ValueError(f"dtype {x.dtype} is not numeric")
+  return x
+
+
 def _one_line(text, limit=200) -> str:
   text = " ".join(str(text).split())
   return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -147,10 +156,7 @@ def _answer(body: bytes, ctype: str, out_kind: str, k: int, url: str
     else:
       raise ValueError(f"content type {ctype or 'missing'!r}, expected "
                        f"{NPY} or {JSON}")
-    out = np.asarray(out)
-    if not (np.issubdtype(out.dtype, np.floating)
-            or np.issubdtype(out.dtype, np.integer)):
-      raise ValueError(f"dtype {out.dtype} is not numeric")
+    out = numeric(out)
   except (ValueError, TypeError, UnicodeDecodeError, EOFError,
           RecursionError) as e:
     raise JaxkdError(f"{where} sent a malformed answer ({_one_line(e)}); "

@@ -47,7 +47,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from jaxkd.http_teacher import (JSON, NPY, OUTPUT_HEADER, decode_npy,
-                                encode_npy, images_digest)
+                                encode_npy, images_digest, numeric)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 MAX_BODY = 256 << 20  # bytes per request
@@ -230,10 +230,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not isinstance(obj, dict) or "images" not in obj:
           raise ValueError('expected {"images": [...]}')
         images = np.asarray(obj["images"], np.float64)
-      images = np.asarray(images)
-      if not (np.issubdtype(images.dtype, np.floating)
-              or np.issubdtype(images.dtype, np.integer)):
-        raise ValueError(f"dtype {images.dtype} is not numeric")
+      images = numeric(images)
     except (ValueError, TypeError, UnicodeDecodeError, EOFError,
             RecursionError) as e:
       raise _BadRequest(400, "cannot decode images: "

@@ -31,6 +31,14 @@ KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
 SINGLE_KEYS = ("images", "labels")
 
 
+def _under(path: str, data_dir: Optional[str], exists) -> str:
+  """`path` relative to `data_dir` when that exists there, else as given."""
+  if data_dir and not os.path.isabs(path) and exists(
+      os.path.join(data_dir, path)):
+    return os.path.join(data_dir, path)
+  return path
+
+
 def load_npz(path: str, data_dir: Optional[str] = None, *,
              image_shape: Optional[Sequence[int]] = None,
              num_classes: int = 0, num_test: int = 0, seed: int = 0
@@ -53,10 +61,7 @@ def load_npz(path: str, data_dir: Optional[str] = None, *,
     JaxkdError: missing or unreadable file, unknown keys, and every check of
       `dataset_from_arrays`.
   """
-  path = os.fspath(path)
-  if data_dir and not os.path.isabs(path) and os.path.isfile(
-      os.path.join(data_dir, path)):
-    path = os.path.join(data_dir, path)
+  path = _under(os.fspath(path), data_dir, os.path.isfile)
   if not os.path.isfile(path):
     raise JaxkdError(f"{path}: file not found.")
   try:
@@ -162,10 +167,7 @@ def load_idx_dir(data_dir_arg: str, data_dir: Optional[str] = None, *,
     JaxkdError: missing folder, files that do not pair, md5 mismatch, and
       every check of `read_idx` and `dataset_from_arrays`.
   """
-  path = os.fspath(data_dir_arg)
-  if data_dir and not os.path.isabs(path) and os.path.isdir(
-      os.path.join(data_dir, path)):
-    path = os.path.join(data_dir, path)
+  path = _under(os.fspath(data_dir_arg), data_dir, os.path.isdir)
   if not os.path.isdir(path):
     raise JaxkdError(f"idx:{path}: not a directory.")
   pairs = find_idx_pairs(path)
