@@ -49,7 +49,7 @@ from jaxkd.checkpoint import has_checkpoint
 from jaxkd.models import MODELS, get_model
 from jaxkd.selection import get_strategy
 from jaxkd.teacher import TeacherOracle, flax_teacher_fn
-from jaxkd.validation import JaxkdError
+from jaxkd.validation import JaxkdError, is_int
 
 # Config keys that do not change any result: never part of the resume check.
 _RESUME_FREE = ("progress", "resume_with_changes", "strategies", "seeds",
@@ -133,8 +133,8 @@ def _check_resume(config, workdir) -> List[str]:
 
 
 def _positive(name, value, *, integer=False, zero_ok=False):
-  ok_type = (isinstance(value, (int, np.integer)) and not isinstance(
-      value, bool)) if integer else isinstance(value, (int, float, np.number))
+  ok_type = is_int(value) if integer else isinstance(
+      value, (int, float, np.number))
   if not ok_type or not math.isfinite(value) or (
       value < 0 if zero_ok else value <= 0):
     kind = "an int" if integer else "a finite number"
