@@ -21,6 +21,8 @@ Run directory layout:
   workdir/teacher/                 the trained teacher (orbax checkpoint +
                                    teacher.json; `teacher_training`)
   workdir/<strategy>/seed<s>/      ledger.sqlite, checkpoints/, rounds.json
+  workdir/<method>/seed<s>.json    unix job: one finished (method, seed); a
+                                   resumed job restores it, not re-trains
   workdir/results.json, workdir/curve.png
 
 A resume with a config that changes results (steps, optimizer, loss, lr,
@@ -505,6 +507,16 @@ def _run_active(config, workdir, accepted):
              "split_overlap": pools.overlap})
 
 
+def _write_json_atomic(path: str, obj) -> None:
+  """Writes `obj` to `path` via a temporary file and a rename, so a killed
+  run never leaves a half-written file that looks finished."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=str)
+  os.replace(tmp, path)
+
+
 def _teacher_name(config) -> str:
   return config.teacher.get("url") or config.teacher.model
 
@@ -518,8 +530,7 @@ def report(config, workdir, results, teacher_acc, t_start, accepted, *,
          "table": table, "resume_with_changes": accepted,
          "wall_time": time.time() - t_start}
   out.update(extra or {})
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=1, default=str)
+  _write_json_atomic(os.path.join(workdir, "results.json"), out)
   wrote = "results.json"
   if all(runs and runs[0] and "queries" in runs[0][0]
          for runs in results.values()):
@@ -671,6 +682,13 @@ def _run_unix(config, workdir, accepted):
     mc = _unix_method_config(unix, uc, method)
     runs = []
     for seed in config.seeds:
+      done = os.path.join(workdir, run_dirname(method), f"seed{seed}.json")
+      if os.path.isfile(done):  # finished before an interruption: resume.
+        with open(done) as f:
+          runs.append(json.load(f))
+        _log(f"{UNIX_NAMES.get(method, method)} seed {seed}: "
+             f"{100 * runs[-1]['student_accuracy']:.2f}% (restored)")
+        continue
       t0 = time.time()
       state = train.create_train_state(student, jax.random.key(seed), shape,
                                        tx)
@@ -687,6 +705,7 @@ def _run_unix(config, workdir, accepted):
                    "computation": counter.relative_to_kd(flops),
                    "counts": counter.as_dict(), "final_loss": history[-1],
                    "wall_time": time.time() - t0})
+      _write_json_atomic(done, runs[-1])
       _log(f"{UNIX_NAMES.get(method, method)} seed {seed}: "
            f"{100 * acc:.2f}% in {runs[-1]['wall_time']:.1f}s")
     results[method] = [runs]

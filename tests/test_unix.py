@@ -258,3 +258,28 @@ def test_unix_job_runs_through_the_one_entry_point(tmp_path):
       (12 * ft + (12 + 16) * fs + 12 * bs) / (16 * (ft + fs + bs)))
   assert ux["counts"]["teacher_forwards"] == 2 * 12
   assert "UNIX" in out["table"] and (tmp_path / "results.json").exists()
+
+
+def test_unix_job_resumes_finished_runs_without_training_them(tmp_path,
+                                                              monkeypatch):
+  """A killed UNIX job restores each finished (method, seed) from its
+  seed<s>.json and trains only the rest."""
+  from jaxkd import experiment, unix
+  from jaxkd.configs import common
+  c = common.unix_config(student="mlp", seeds=(0, 1), progress=False)
+  c.teacher.update(model="mlp", epochs=1)
+  c.unix.update(methods=("kd", "unix"), epochs=1, max_train=32,
+                batch_size=16, k=12)
+  first = experiment.train_and_evaluate(c, str(tmp_path))
+  # Lose one finished run (as if killed before it was written).
+  (tmp_path / "unix" / "seed1.json").unlink()
+  calls = []
+  real_fit = unix.unix_fit
+  monkeypatch.setattr(unix, "unix_fit", lambda *a, **k: (
+      calls.append(k["desc"]), real_fit(*a, **k))[1])
+  again = experiment.train_and_evaluate(c, str(tmp_path))
+  assert calls == ["unix seed 1"]
+  for m in ("kd", "unix"):
+    for a, b in zip(first["strategies"][m][0], again["strategies"][m][0]):
+      assert a["student_accuracy"] == b["student_accuracy"]
+      assert a["counts"] == b["counts"]

@@ -21,9 +21,9 @@ gradient is written out (same values as autodiff's, faster on XLA:CPU).
 
 The convolutions are `jaxkd.models.conv.Conv` (an `nn.Conv` with the same
 parameters). `conv_impl="auto"` runs layers with few channels as one banded
-matmul on CPU (1.3-1.5x faster KD steps at batch 256), XLA's convolution
-elsewhere; the default stays `"xla"` until the published tables are re-run
-with it (the two agree to float32 rounding, not bitwise).
+matmul on CPU (1.3-1.6x faster KD steps, benchmarks/train_bench.py), XLA's
+convolution on GPU/TPU; it is the default. `conv_impl="xla"` forces XLA's
+convolution everywhere (the two agree to float32 rounding, not bitwise).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class LeNet5(nn.Module):
   num_classes: int = 10
   channels: Sequence[int] = (6, 16)
   hidden: Sequence[int] = (120, 84)
-  conv_impl: str = "xla"
+  conv_impl: str = "auto"
   has_linear_stem: ClassVar[bool] = True
 
   def setup(self):
