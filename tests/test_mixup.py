@@ -301,3 +301,36 @@ def test_bad_input_raises(tiny):
     sel(stem_fn=tiny_stem)
   with pytest.raises(JaxkdError, match="batch_size"):
     sel(batch_size=0)
+
+
+def test_vanilla_mixed_images_match_brute_force_over_pairs_and_lambdas(tiny):
+  """Vanilla AL (Figure 4): the k lowest C1 over every (pair, lambda),
+  one pair may come back at several lambdas; a paid (pair, lambda) is
+  excluded only at its lambda (given in either pair order)."""
+  p, x, _ = tiny
+  n = len(x)
+  rows = []   # (c1, lambda index, pair number, i, j, lam), NumPy float64
+  for li, lam in enumerate(LAMS):
+    for i in range(n):
+      for j in range(i + 1, n):
+        c1 = _np_c1(p, lam * x[i].astype(np.float64)
+                    + (1 - lam) * x[j].astype(np.float64))
+        rows.append((c1, li, mixup.pair_numbers([[i, j]], n)[0], i, j, lam))
+  # Paid: (2, 7) at 0.5 as (7, 2, 0.5); (0, 1) at 0.3 given as (1, 0, 0.7).
+  paid = {(2, 7, 5), (0, 1, 0)}
+  rows = [r for r in rows if (r[3], r[4], r[1]) not in paid]
+  rows.sort(key=lambda r: r[:3])
+  k = 15
+  got_pairs, got_lams, got_c1 = mixup.select_mixed_images(
+      tiny_apply, p, x, k, LAMS, exclude=[[7, 2, 0.5], [1, 0, 0.7]],
+      batch_size=40)
+  ref = rows[:k]
+  np.testing.assert_allclose(got_c1, [r[0] for r in ref], atol=1e-5)
+  if np.all(np.diff([r[0] for r in ref]) > 1e-5):
+    np.testing.assert_array_equal(got_pairs, [[r[3], r[4]] for r in ref])
+    np.testing.assert_allclose(got_lams, [r[5] for r in ref])
+  assert len({(i, j, l) for (i, j), l in zip(got_pairs.tolist(),
+                                             got_lams.tolist())}) == k
+  # With these images the lowest-confidence region repeats pairs at
+  # neighbouring lambdas: the near-duplicates Figure 4 warns about.
+  assert len({tuple(q) for q in got_pairs.tolist()}) < k

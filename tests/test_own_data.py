@@ -168,6 +168,20 @@ def test_overlap_refused_with_counts():
   assert p.overlap["pool&test"] == len(pool & set(range(10)))
 
 
+def test_empty_splits_share_nothing():
+  """A teacher-only split (initial = pool = 0) or a run whose teacher was
+  trained elsewhere (teacher_train = 0) hashes an empty split: no overlap."""
+  x, y = synthetic(40)
+  xf = (x / np.float32(255))[..., None]
+  ds = data.Dataset(xf, y, np.full((4,) + xf.shape[1:], 0.3, np.float32),
+                    y[:4], num_classes=3, name="e")
+  p = data.make_pools(ds, teacher_train=40, initial=0, pool=0, seed=0)
+  assert p.sizes()["initial"] == 0 and p.sizes()["pool"] == 0
+  q = data.make_pools(ds, teacher_train=0, initial=30, pool=0, seed=0)
+  assert q.sizes()["teacher_train"] == 0
+  assert set(p.overlap.values()) == set(q.overlap.values()) == {0}
+
+
 # ------------------------------------------------------------- teacher ---
 
 

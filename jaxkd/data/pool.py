@@ -69,6 +69,8 @@ def _count(name: str, value: Any, allow_none: bool = False) -> Optional[int]:
 
 def _image_hashes(images: np.ndarray) -> set:
   """blake2b digests of each image's bytes ([n, ...] -> n digests)."""
+  if len(images) == 0:  # an empty split (e.g. initial=0) shares nothing
+    return set()
   flat = np.ascontiguousarray(images).reshape(len(images), -1)
   return {hashlib.blake2b(row.tobytes(), digest_size=16).digest()
           for row in flat}

@@ -541,5 +541,93 @@ class RandomMixup(ActiveMixup):
     return MixupQuery(pairs, lams)
 
 
+def select_mixed_images(apply_fn: Optional[ApplyFn], params: Any,
+                        images: jax.Array, k: int, lambdas: Any, *,
+                        exclude: Optional[Any] = None,
+                        batch_size: int = DEFAULT_BATCH_SIZE,
+                        stem_fn: Optional[ApplyFn] = None,
+                        head_fn: Optional[ApplyFn] = None,
+                        mesh: Optional[Mesh] = None
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The k mixed images x_ij(lam) of lowest C1 over all pairs AND lambdas:
+  "vanilla active learning" of Active Mixup's Figure 4, which may pick one
+  pair at several lambdas (near-duplicate queries).
+
+  One `select_pairs` scan per lambda, then the k lowest C1 of the L lists
+  (the global top-k is contained in their union, so this is exact). Ties go
+  to the earlier lambda of the grid, then the earlier pair.
+
+  Args:
+    exclude: optional [m, 3] (i, j, lam) already queried; a pair is excluded
+      only at the lambda it was paid at (lam matched to 1e-6, either order).
+    Others: as `select_pairs`.
+
+  Returns:
+    pairs [k, 2] int32 (i < j), lams [k] float, c1 [k] float32 ascending.
+  """
+  lambdas = np.asarray(lambdas, np.float64).reshape(-1)
+  ex = (np.zeros((0, 3)) if exclude is None
+        else np.asarray(exclude, np.float64).reshape(-1, 3))
+  # Canonical order i < j (the image lam x_i + (1-lam) x_j is the same as
+  # (1-lam) x_j + lam x_i).
+  swap = ex[:, 0] > ex[:, 1]
+  ex = np.where(swap[:, None], ex[:, [1, 0, 2]], ex)
+  ex[swap, 2] = 1.0 - ex[swap, 2]
+  keys, found = [], []
+  for li, lam in enumerate(lambdas):
+    at = ex[np.abs(ex[:, 2] - lam) < 1e-6, :2].astype(np.int64)
+    n = np.shape(images)[0]
+    k_lam = min(k, n * (n - 1) // 2 - len(at))
+    if k_lam <= 0:
+      continue
+    pairs, _, c1 = select_pairs(
+        apply_fn, params, images, k_lam, [lam],
+        exclude=at if len(at) else None, batch_size=batch_size,
+        stem_fn=stem_fn, head_fn=head_fn, mesh=mesh)
+    found.append((pairs, np.full(len(pairs), lam), c1))
+    keys.append(np.stack([c1.astype(np.float64), np.full(len(pairs), li),
+                          pair_numbers(pairs, n)], axis=1))
+  if not found:
+    raise JaxkdError(f"k={k} exceeds the unqueried mixed images.")
+  key = np.concatenate(keys)
+  order = np.lexsort((key[:, 2], key[:, 1], key[:, 0]))
+  check_k(k, len(order), "unqueried mixed images")
+  order = order[:k]
+  pairs = np.concatenate([f[0] for f in found])[order]
+  lams = np.concatenate([f[1] for f in found])[order]
+  c1 = np.concatenate([f[2] for f in found])[order]
+  return pairs, lams, c1
+
+
+class VanillaMixup(ActiveMixup):
+  """Vanilla active learning over the mixup pool (Active Mixup, Figure 4):
+  the `per_round` mixed images of lowest student confidence C1 over every
+  pair and lambda of the grid, near-duplicates (one pair at several
+  lambdas) allowed. Same options as `ActiveMixup`."""
+  description = ("mixup images of lowest confidence over all pairs and "
+                 "lambdas, duplicates allowed (Active Mixup's vanilla AL)")
+
+  def capacity(self, num_initial, num_candidates):
+    return num_initial * (num_initial - 1) // 2 * len(default_lambdas())
+
+  def select(self, key, ctx, inputs, k, *, lambdas=None,
+             scan_batch_size: int = 4096, use_fast_path: bool = True):
+    del key, inputs
+    lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
+    student = ctx.student
+    stem_fn, head_fn = scan_fns(student) if use_fast_path else (None, None)
+    rows = ctx.oracle.entries(kind="mixup", max_round=ctx.round - 1)
+    exclude = np.asarray([[e["i"], e["j"], e["lam"]] for e in rows],
+                         np.float64).reshape(-1, 3)
+    pairs, lams, _ = select_mixed_images(
+        lambda v, x: student.apply(v, x), ctx.state.variables,
+        ctx.oracle.pool_images, k, lambdas,
+        exclude=exclude if len(exclude) else None,
+        batch_size=scan_batch_size, stem_fn=stem_fn, head_fn=head_fn,
+        mesh=ctx.mesh)
+    return MixupQuery(np.asarray(pairs), np.asarray(lams))
+
+
 register_strategy("active_mixup", ActiveMixup)
 register_strategy("random_mixup", RandomMixup)
+register_strategy("vanilla_mixup", VanillaMixup)
