@@ -324,6 +324,47 @@ def figure(name, out, path):
   os.replace(tmp, path)
 
 
+def _pm(ms, scale=100):
+  if ms is None:
+    return "-"
+  if ms["n"] > 1:
+    return f"{scale * ms['mean']:.2f} ± {scale * ms['std']:.2f}"
+  return f"{scale * ms['mean']:.2f}"
+
+
+def markdown(out) -> str:
+  """The README tables of one published reproduction."""
+  lines = []
+  for pname, p in out["parts"].items():
+    sm = p.get("summary")
+    if not sm:
+      continue
+    if p["kind"] == "unix":
+      lines += [f"\n{pname} (teacher {100 * (p['teacher_accuracy'] or 0):.2f}%)"
+                "\n", "| method | seeds | accuracy % | computation % of KD |",
+                "| --- | --- | --- | --- |"]
+      for m, x in sm.items():
+        lines.append(f"| {m} | {x['accuracy']['n']} | {_pm(x['accuracy'])} "
+                     f"| {_pm(x['computation'])} |")
+      continue
+    rounds = len(next(iter(sm.values()))["queries"])
+    cols = sorted({0, rounds // 3, 2 * rounds // 3, rounds - 1})
+    q = next(iter(sm.values()))["queries"]
+    lines += [f"\n{pname} (teacher {100 * (p['teacher_accuracy'] or 0):.2f}%)"
+              "\n", "| strategy | seeds | " + " | ".join(
+                  f"success % at {q[c]} queries" for c in cols)
+              + " | final accuracy % | mean success over rounds % |",
+              "| --- " * (len(cols) + 4) + "|"]
+    for st, x in sm.items():
+      mean_over = [float(np.mean([x["success_rate"][r]["mean"]
+                                  for r in range(rounds)]))]
+      lines.append(
+          f"| {st} | {len(x['seeds'])} | "
+          + " | ".join(_pm(x["success_rate"][c]) for c in cols)
+          + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over[0]:.2f} |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("name", choices=sorted(REPRODUCTIONS))
@@ -343,6 +384,7 @@ def main(argv=None):
       run_part(part)
       publish(args.name, parts)
   out = publish(args.name, parts)
+  print(markdown(out))
   print(f"wrote docs/results/{args.name}.json: complete={out['complete']}"
         + (f", missing {len(out['missing'])}: {out['missing'][:6]}"
            if out["missing"] else ""))
