@@ -33,7 +33,9 @@ def get_config(arg: str = ""):
     strategies += ("entropy", "margin", "least_confidence", "badge", "rad")
   c = common.active_config(
       dataset="fashion_mnist", data_dir=_DATA, student="lenet5_half",
-      strategies=strategies, rounds=15, per_round=args.k, seeds=(0, 1, 2),
+      # U = 5,000 holds 15 rounds up to k = 333: k = 500 runs 10 rounds.
+      strategies=strategies, rounds=min(15, 5000 // args.k),
+      per_round=args.k, seeds=(0, 1, 2),
       hard_labels=args.hard_labels, progress=False)
   # test=0: the dataset's own test split (the 10,000 official images).
   c.split.update(teacher_train=30000, initial=500, pool=5000, test=0)
