@@ -373,8 +373,9 @@ def main(argv=None):
   ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
   args = ap.parse_args(argv)
   parts = REPRODUCTIONS[args.name]["parts"](args.runs)
-  chosen = [p for p in parts if not args.parts
-            or p.name in args.parts.split(",")]
+  by_name = {p.name: p for p in parts}
+  chosen = ([by_name[n] for n in args.parts.split(",") if n in by_name]
+            if args.parts else parts)  # in the order given
   unknown = set(filter(None, args.parts.split(","))) - {p.name for p in parts}
   if unknown:
     ap.error(f"unknown parts {sorted(unknown)}; have "
