@@ -5,8 +5,9 @@
   python experiments/reproduce.py active_mixup_t1  # Wang et al., Table 1
   python experiments/reproduce.py unix_fmnist      # Xu, Liu & Loy, FMNIST
 
-Options: --parts=a,b runs only those parts (two processes can share the
-work, e.g. one per core with `taskset -c 0` / `-c 1`); --publish_only
+Options: --parts=a,b runs only those parts, --seeds=1,2 only those seeds
+(two processes can share the work, e.g. one per core with `taskset -c 0` /
+`-c 1`); --publish_only
 rewrites the results from what is on disk; --runs=DIR (default runs/).
 
 Every part is one `jaxkd.experiment` job in its own workdir under runs/
@@ -378,6 +379,9 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("name", choices=sorted(REPRODUCTIONS))
   ap.add_argument("--parts", default="", help="comma-separated part names")
+  ap.add_argument("--seeds", default="",
+                  help="run only these seeds of the chosen parts (another "
+                  "process may run the others in the same workdirs)")
   ap.add_argument("--publish_only", action="store_true")
   ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
   args = ap.parse_args(argv)
@@ -391,6 +395,9 @@ def main(argv=None):
              f"{[p.name for p in parts]}")
   if not args.publish_only:
     for part in chosen:
+      if args.seeds:  # seeds never change results: a share of the work
+        part = Part(part.name, part.kind, _with(part.config, seeds=tuple(
+            int(x) for x in args.seeds.split(","))), part.workdir)
       run_part(part)
       publish(args.name, parts)
   out = publish(args.name, parts)
