@@ -375,6 +375,26 @@ def markdown(out) -> str:
   return "\n".join(lines)
 
 
+def update_readme(name: str, out, path=os.path.join(ROOT, "README.md")):
+  """Replaces the block between `<!-- reproduce:NAME -->` and
+  `<!-- /reproduce:NAME -->` in the README with `markdown(out)`, so the
+  published tables are exactly the JSON's."""
+  start, end = f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
+  with open(path) as f:
+    text = f.read()
+  if start not in text or end not in text:
+    raise SystemExit(f"{path} has no {start} ... {end} block")
+  head, rest = text.split(start, 1)
+  _, tail = rest.split(end, 1)
+  state = ("" if out["complete"] else
+           f"\n**Incomplete:** {len(out['missing'])} runs missing "
+           f"({', '.join(out['missing'][:4])}...).\n")
+  text = f"{head}{start}\n{state}{markdown(out)}\n\n{end}{tail}"
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("name", choices=sorted(REPRODUCTIONS))
@@ -383,6 +403,8 @@ def main(argv=None):
                   help="run only these seeds of the chosen parts (another "
                   "process may run the others in the same workdirs)")
   ap.add_argument("--publish_only", action="store_true")
+  ap.add_argument("--readme", action="store_true",
+                  help="also rewrite this reproduction's README tables")
   ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
   args = ap.parse_args(argv)
   parts = REPRODUCTIONS[args.name]["parts"](args.runs)
@@ -402,6 +424,8 @@ def main(argv=None):
       publish(args.name, parts)
   out = publish(args.name, parts)
   print(markdown(out))
+  if args.readme:
+    update_readme(args.name, out)
   print(f"wrote docs/results/{args.name}.json: complete={out['complete']}"
         + (f", missing {len(out['missing'])}: {out['missing'][:6]}"
            if out["missing"] else ""))

@@ -73,3 +73,20 @@ def test_every_reproduction_builds_its_parts():
     assert len({p.name for p in parts}) == len(parts), name
     for p in parts:
       assert p.kind in ("active", "unix", "teacher")
+
+
+def test_readme_block_is_replaced_by_the_published_tables(tmp_path):
+  part = _active_part(tmp_path)
+  for s in ("random", "admm"):
+    for seed in (0, 1):
+      _write_rounds(part, s, seed, [0.5, 0.6, 0.7])
+  out = reproduce.publish("recon_fmnist", [part],
+                          results_dir=str(tmp_path / "res"))
+  readme = tmp_path / "README.md"
+  readme.write_text("intro\n<!-- reproduce:recon_fmnist -->\nold table\n"
+                    "<!-- /reproduce:recon_fmnist -->\noutro\n")
+  reproduce.update_readme("recon_fmnist", out, str(readme))
+  text = readme.read_text()
+  assert "old table" not in text and text.startswith("intro\n")
+  assert text.endswith("<!-- /reproduce:recon_fmnist -->\noutro\n")
+  assert "| random | 2 | 55.56 ± 0.00" in text   # 0.5 / 0.9
