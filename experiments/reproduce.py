@@ -290,41 +290,73 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
   return out
 
 
+def _panel(name: str, part_name: str) -> str:
+  """Which panel of the figure a part is drawn in."""
+  if name == "unix_fmnist":
+    return "UNIX and Table 5 ablations (one panel)"
+  if name == "active_mixup_t1":
+    return part_name.rsplit("_", 1)[0]
+  return part_name
+
+
 def figure(name, out, path):
-  """Mean +- std bands over seeds (success vs queries) for active parts;
-  accuracy vs computation for UNIX."""
+  """Mean +- std over seeds: success rate vs queries (bands) for active
+  parts, one panel per part (Active Mixup: per dataset, log x); UNIX:
+  accuracy bars with the computation beside each."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  panels = [(k, p) for k, p in out["parts"].items()
-            if p.get("summary")]
+  panels = {}
+  for pname, p in out["parts"].items():
+    if p.get("summary"):
+      panels.setdefault(_panel(name, pname), []).append((pname, p))
   if not panels:
     return
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8),
-                           dpi=110, squeeze=False)
-  for ax, (pname, p) in zip(axes[0], panels):
-    for i, (s, sm) in enumerate(sorted(p["summary"].items())):
-      color = plt.cm.tab10(i % 10)
-      n = (sm["accuracy"]["n"] if isinstance(sm["accuracy"], dict)
-           else sm["accuracy"][0]["n"])
-      if p["kind"] == "unix":
-        a, cpt = sm["accuracy"], sm["computation"]
-        ax.errorbar(100 * cpt["mean"], 100 * a["mean"], yerr=100 * a["std"],
-                    fmt="o", color=color, label=f"{s} (n={n})", capsize=3)
-        ax.set_xlabel("computation, % of KD")
-        ax.set_ylabel("test accuracy %")
-        continue
-      q = np.asarray(sm["queries"])
-      m = 100 * np.asarray([x["mean"] for x in sm["success_rate"]])
-      sd = 100 * np.asarray([x["std"] for x in sm["success_rate"]])
-      style = "o-" if len(q) > 2 else "o"
-      ax.plot(q, m, style, color=color, ms=3, label=f"{s} (n={n})")
-      ax.fill_between(q, m - sd, m + sd, color=color, alpha=0.2)
+  wide = name == "unix_fmnist"
+  fig, axes = plt.subplots(1, len(panels), squeeze=False, dpi=110,
+                           figsize=(9 if wide else 4.6 * len(panels), 4.2))
+  for ax, (title, members) in zip(axes[0], panels.items()):
+    i = 0
+    labels, means, stds = [], [], []
+    for pname, p in members:
+      for s, sm in p["summary"].items():
+        tag = s if len(members) == 1 else f"{pname.split('_')[-1]}: {s}"
+        color = plt.cm.tab10(i % 10)
+        i += 1
+        if p["kind"] == "unix":
+          a, cpt = sm["accuracy"], sm["computation"]
+          labels.append(f"{pname}: {s} (n={a['n']}, "
+                        f"{100 * cpt['mean']:.1f}% computation)")
+          means.append(100 * a["mean"])
+          stds.append(100 * a["std"])
+          continue
+        q = np.asarray(sm["queries"])
+        m = 100 * np.asarray([x["mean"] for x in sm["success_rate"]])
+        sd = 100 * np.asarray([x["std"] for x in sm["success_rate"]])
+        n = sm["accuracy"][0]["n"]
+        ax.plot(q, m, "o-", color=color, ms=3, label=f"{tag} (n={n})")
+        ax.fill_between(q, m - sd, m + sd, color=color, alpha=0.2)
+    if labels:
+      y = np.arange(len(labels))[::-1]
+      ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.6, capsize=3)
+      ax.set_yticks(y, labels, fontsize=7)
+      lo = min(means) - 2
+      ax.set_xlim(lo, max(means) + 1)
+      ax.set_xlabel("test accuracy % (mean ± std over seeds)")
+    else:
+      if name == "active_mixup_t1":
+        ax.set_xscale("log")
+        pn = out["paper_numbers"].get(title, {})
+        if pn:
+          ax.plot([pn["real"] + pn["mixup"]], [100 * pn["success"]], "k*",
+                  ms=10, label="paper: Active Mixup")
+          ax.plot([60000], [100 * pn["kd_upper"] / pn["teacher"]], "kx",
+                  ms=8, label="paper: KD (all 60,000)")
       ax.set_xlabel("teacher queries")
       ax.set_ylabel("success rate % (student / teacher)")
-    ax.set_title(pname, fontsize=9)
+      ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
   fig.suptitle(f"{name}: mean ± std over seeds"
                + ("" if out["complete"] else " (INCOMPLETE)"), fontsize=10)
   fig.tight_layout()
