@@ -381,11 +381,13 @@ def markdown(out) -> str:
       continue
     if p["kind"] == "unix":
       lines += [f"\n{pname} (teacher {100 * (p['teacher_accuracy'] or 0):.2f}%)"
-                "\n", "| method | seeds | accuracy % | computation % of KD |",
-                "| --- | --- | --- | --- |"]
+                "\n", "| method | seeds | accuracy % | computation % of KD "
+                "| wall s per seed |", "| --- | --- | --- | --- | --- |"]
       for m, x in sm.items():
-        lines.append(f"| {m} | {x['accuracy']['n']} | {_pm(x['accuracy'])} "
-                     f"| {_pm(x['computation'])} |")
+        n = x["accuracy"]["n"]
+        lines.append(f"| {m} | {n} | {_pm(x['accuracy'])} "
+                     f"| {_pm(x['computation'])} "
+                     f"| {x['wall_time_s'] / n:.0f} |")
       continue
     rounds = len(next(iter(sm.values()))["queries"])
     cols = sorted({0, rounds // 3, 2 * rounds // 3, rounds - 1})
@@ -393,15 +395,17 @@ def markdown(out) -> str:
     lines += [f"\n{pname} (teacher {100 * (p['teacher_accuracy'] or 0):.2f}%)"
               "\n", "| strategy | seeds | " + " | ".join(
                   f"success % at {q[c]} queries" for c in cols)
-              + " | final accuracy % | mean success over rounds % |",
-              "| --- " * (len(cols) + 4) + "|"]
+              + " | final accuracy % | mean success over rounds % "
+              "| wall s per seed |",
+              "| --- " * (len(cols) + 5) + "|"]
     for st, x in sm.items():
       mean_over = [float(np.mean([x["success_rate"][r]["mean"]
                                   for r in range(rounds)]))]
       lines.append(
           f"| {st} | {len(x['seeds'])} | "
           + " | ".join(_pm(x["success_rate"][c]) for c in cols)
-          + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over[0]:.2f} |")
+          + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over[0]:.2f} "
+          f"| {x['wall_time_s'] / len(x['seeds']):.0f} |")
   return "\n".join(lines)
 
 
