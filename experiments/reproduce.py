@@ -379,13 +379,14 @@ def markdown(out) -> str:
     sm = p.get("summary")
     if not sm:
       continue
-    if p["kind"] == "unix":
-      lines += [f"\n{pname} (teacher {100 * (p['teacher_accuracy'] or 0):.2f}%)"
-                "\n", "| method | seeds | accuracy % | computation % of KD "
-                "| wall s per seed |", "| --- | --- | --- | --- | --- |"]
+    if p["kind"] == "unix":  # one table for every UNIX part
+      if not any(l.startswith("| part | method") for l in lines):
+        lines += [f"\nteacher {100 * (p['teacher_accuracy'] or 0):.2f}%\n",
+                  "| part | method | seeds | accuracy % | computation % of KD "
+                  "| wall s per seed |", "| --- | --- | --- | --- | --- | --- |"]
       for m, x in sm.items():
         n = x["accuracy"]["n"]
-        lines.append(f"| {m} | {n} | {_pm(x['accuracy'])} "
+        lines.append(f"| {pname} | {m} | {n} | {_pm(x['accuracy'])} "
                      f"| {_pm(x['computation'])} "
                      f"| {x['wall_time_s'] / n:.0f} |")
       continue
