@@ -222,12 +222,12 @@ def test_experiment_runs_registered_and_mixup_strategies(tmp_path):
       split=dict(teacher_train=200, initial=20, pool=60, test=100, seed=0),
       teacher=dict(model="mlp", epochs=2, batch_size=64, optimizer="adam",
                    learning_rate=3e-3, seed=0),
-      student="mlp", strategies=("margin", "active_mixup"),
+      student="mlp", strategies=("margin", "active_mixup", "vanilla_mixup"),
       strategy_options={}, rounds=1, per_round=5, seeds=(0,),
       hard_labels=False, loop=common.loop_config(train_steps=3),
       progress=False))
   out = experiment.train_and_evaluate(c, str(tmp_path))
-  assert set(out["strategies"]) == {"margin", "active_mixup"}
+  assert set(out["strategies"]) == {"margin", "active_mixup", "vanilla_mixup"}
   for runs in out["strategies"].values():
     assert [r["queries"] for r in runs[0]] == [20, 25]
   assert os.path.exists(tmp_path / "curve.png")
