@@ -483,10 +483,15 @@ def random_pairs(key: jax.Array, n: int, k: int, lambdas: np.ndarray,
   return np.asarray(pairs, np.int64), lams
 
 
-def paid_pairs(oracle, max_round: int) -> np.ndarray:
-  """[m, 2] (i, j) of the mixup answers paid in rounds <= max_round."""
+def paid_pairs(oracle, max_round: int, with_lams: bool = False
+               ) -> np.ndarray:
+  """[m, 2] int (i, j) of the mixup answers paid in rounds <= max_round, or
+  [m, 3] float (i, j, lam) with `with_lams`."""
   rows = oracle.entries(kind="mixup", max_round=max_round)
-  return np.asarray([[e["i"], e["j"]] for e in rows], np.int64).reshape(-1, 2)
+  cols = ("i", "j", "lam") if with_lams else ("i", "j")
+  return np.asarray([[e[c] for c in cols] for e in rows],
+                    np.float64 if with_lams else np.int64
+                    ).reshape(-1, len(cols))
 
 
 def scan_fns(student) -> Tuple[Optional[ApplyFn], Optional[ApplyFn]]:
@@ -505,10 +510,18 @@ class ActiveMixup(Strategy):
   0; each round pays for x_ij(lam*) of the `per_round` unqueried pairs of
   lowest pair confidence C2 under the current student. Options: `lambdas`
   (default `default_lambdas()`), `scan_batch_size`, `use_fast_path`.
+  Subclasses change the scan (`scan`) and what a paid answer excludes
+  (`exclude_lams`: the pair at every lambda, or only at its own).
   """
   scope = "initial"
   description = ("Active Mixup: mixup images of the least-confident pairs "
                  "of L (Wang et al., CVPR 2020)")
+  exclude_lams = False
+
+  @staticmethod
+  def scan(*args, **kwargs):
+    """The pair scan (looked up when called, so it can be swapped)."""
+    return select_pairs(*args, **kwargs)
 
   def capacity(self, num_initial, num_candidates):
     return num_initial * (num_initial - 1) // 2
@@ -519,8 +532,8 @@ class ActiveMixup(Strategy):
     lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
     student = ctx.student
     stem_fn, head_fn = scan_fns(student) if use_fast_path else (None, None)
-    exclude = paid_pairs(ctx.oracle, ctx.round - 1)
-    pairs, lams, _ = select_pairs(
+    exclude = paid_pairs(ctx.oracle, ctx.round - 1, self.exclude_lams)
+    pairs, lams, _ = self.scan(
         lambda v, x: student.apply(v, x), ctx.state.variables,
         ctx.oracle.pool_images, k, lambdas,
         exclude=exclude if len(exclude) else None,
@@ -573,10 +586,10 @@ def select_mixed_images(apply_fn: Optional[ApplyFn], params: Any,
   swap = ex[:, 0] > ex[:, 1]
   ex = np.where(swap[:, None], ex[:, [1, 0, 2]], ex)
   ex[swap, 2] = 1.0 - ex[swap, 2]
+  n = np.shape(images)[0]
   keys, found = [], []
   for li, lam in enumerate(lambdas):
     at = ex[np.abs(ex[:, 2] - lam) < 1e-6, :2].astype(np.int64)
-    n = np.shape(images)[0]
     k_lam = min(k, n * (n - 1) // 2 - len(at))
     if k_lam <= 0:
       continue
@@ -607,25 +620,14 @@ class VanillaMixup(ActiveMixup):
   description = ("mixup images of lowest confidence over all pairs and "
                  "lambdas, duplicates allowed (Active Mixup's vanilla AL)")
 
+  exclude_lams = True
+
+  @staticmethod
+  def scan(*args, **kwargs):
+    return select_mixed_images(*args, **kwargs)
+
   def capacity(self, num_initial, num_candidates):
     return num_initial * (num_initial - 1) // 2 * len(default_lambdas())
-
-  def select(self, key, ctx, inputs, k, *, lambdas=None,
-             scan_batch_size: int = 4096, use_fast_path: bool = True):
-    del key, inputs
-    lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
-    student = ctx.student
-    stem_fn, head_fn = scan_fns(student) if use_fast_path else (None, None)
-    rows = ctx.oracle.entries(kind="mixup", max_round=ctx.round - 1)
-    exclude = np.asarray([[e["i"], e["j"], e["lam"]] for e in rows],
-                         np.float64).reshape(-1, 3)
-    pairs, lams, _ = select_mixed_images(
-        lambda v, x: student.apply(v, x), ctx.state.variables,
-        ctx.oracle.pool_images, k, lambdas,
-        exclude=exclude if len(exclude) else None,
-        batch_size=scan_batch_size, stem_fn=stem_fn, head_fn=head_fn,
-        mesh=ctx.mesh)
-    return MixupQuery(np.asarray(pairs), np.asarray(lams))
 
 
 register_strategy("active_mixup", ActiveMixup)
