@@ -37,6 +37,7 @@ RESULTS = os.path.join(ROOT, "docs", "results")
 sys.path.insert(0, ROOT)
 
 from jaxkd import experiment  # noqa: E402
+from jaxkd.teacher_training import TEACHER_JSON  # noqa: E402
 
 
 def load_config(file: str, arg: str = ""):
@@ -171,7 +172,7 @@ def run_part(part: Part) -> None:
   print(f"== {part.name}: {part.workdir}", flush=True)
   if part.kind == "teacher":
     if not os.path.isfile(os.path.join(part.workdir, "teacher",
-                                       "teacher.json")):
+                                       TEACHER_JSON)):
       experiment.teacher_only(part.config, part.workdir)
   else:
     experiment.train_and_evaluate(part.config, part.workdir)
@@ -200,8 +201,8 @@ def collect_active(part: Part, missing):
   runs, seeds_done = {}, {}
   for s in c.strategies:
     for seed in c.seeds:
-      recs = _read(os.path.join(part.workdir, experiment.run_dirname(s),
-                                f"seed{seed}", "rounds.json"))
+      recs = _read(os.path.join(experiment.run_path(part.workdir, s, seed),
+                                "rounds.json"))
       if not recs or len(recs) != c.rounds + 1:
         missing.append(f"{part.name}/{s}/seed{seed}")
         continue
@@ -234,8 +235,7 @@ def collect_unix(part: Part, missing):
   runs, summary = {}, {}
   for m in c.unix.methods:
     for seed in c.seeds:
-      rec = _read(os.path.join(part.workdir, experiment.run_dirname(m),
-                               f"seed{seed}.json"))
+      rec = _read(experiment.run_path(part.workdir, m, seed) + ".json")
       if rec is None:
         missing.append(f"{part.name}/{m}/seed{seed}")
       else:
@@ -247,7 +247,7 @@ def collect_unix(part: Part, missing):
                   "wall_time_s": float(sum(r["wall_time"] for r in recs))}
   meta = _read(os.path.join(part.config.teacher.get("checkpoint") or
                             os.path.join(part.workdir, "teacher"),
-                            "teacher.json"))
+                            TEACHER_JSON))
   return {"runs": runs, "summary": summary,
           "teacher_accuracy": meta and meta.get("accuracy")}
 
@@ -262,7 +262,7 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
              "config": json.loads(json.dumps(part.config.to_dict(),
                                              default=str))}
     if part.kind == "teacher":
-      meta = _read(os.path.join(part.workdir, "teacher", "teacher.json"))
+      meta = _read(os.path.join(part.workdir, "teacher", TEACHER_JSON))
       if meta is None:
         missing.append(f"{part.name}/teacher")
       entry["teacher"] = meta and {k: meta.get(k) for k in
@@ -278,12 +278,8 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
          "complete": not missing, "missing": missing,
          "published": time.strftime("%Y-%m-%d %H:%M:%S"),
          "parts": out_parts}
-  os.makedirs(results_dir, exist_ok=True)
-  path = os.path.join(results_dir, f"{name}.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(out, f, indent=1, default=str)
-  os.replace(tmp, path)
+  experiment.write_json_atomic(os.path.join(results_dir, f"{name}.json"),
+                               out)
   figure(name, out, os.path.join(results_dir, f"{name}.png"))
   return out
 
@@ -400,12 +396,12 @@ def markdown(out) -> str:
               "| wall s per seed |",
               "| --- " * (len(cols) + 5) + "|"]
     for st, x in sm.items():
-      mean_over = [float(np.mean([x["success_rate"][r]["mean"]
-                                  for r in range(rounds)]))]
+      mean_over = float(np.mean([x["success_rate"][r]["mean"]
+                                 for r in range(rounds)]))
       lines.append(
           f"| {st} | {len(x['seeds'])} | "
           + " | ".join(_pm(x["success_rate"][c]) for c in cols)
-          + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over[0]:.2f} "
+          + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over:.2f} "
           f"| {x['wall_time_s'] / len(x['seeds']):.0f} |")
   return "\n".join(lines)
 

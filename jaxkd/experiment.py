@@ -471,7 +471,7 @@ def _run_active(config, workdir, accepted):
   results: Dict[str, List[List[dict]]] = {}
   for name in config.strategies:
     for seed in config.seeds:
-      run_dir = os.path.join(workdir, run_dirname(name), f"seed{seed}")
+      run_dir = run_path(workdir, name, seed)
       # Strategies with scope "initial" (Active Mixup) query synthetic
       # images of L only: their oracle covers L and they never touch U.
       own = get_strategy(name).scope == "initial"
@@ -507,7 +507,13 @@ def _run_active(config, workdir, accepted):
              "split_overlap": pools.overlap})
 
 
-def _write_json_atomic(path: str, obj) -> None:
+def run_path(workdir: str, name: str, seed: int) -> str:
+  """workdir/<name>/seed<seed>: an active run's folder (its rounds.json);
+  with ".json" appended, a finished UNIX run's record."""
+  return os.path.join(workdir, run_dirname(name), f"seed{seed}")
+
+
+def write_json_atomic(path: str, obj) -> None:
   """Writes `obj` to `path` via a temporary file and a rename, so a killed
   run never leaves a half-written file that looks finished."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -530,7 +536,7 @@ def report(config, workdir, results, teacher_acc, t_start, accepted, *,
          "table": table, "resume_with_changes": accepted,
          "wall_time": time.time() - t_start}
   out.update(extra or {})
-  _write_json_atomic(os.path.join(workdir, "results.json"), out)
+  write_json_atomic(os.path.join(workdir, "results.json"), out)
   wrote = "results.json"
   if all(runs and runs[0] and "queries" in runs[0][0]
          for runs in results.values()):
@@ -682,7 +688,7 @@ def _run_unix(config, workdir, accepted):
     mc = _unix_method_config(unix, uc, method)
     runs = []
     for seed in config.seeds:
-      done = os.path.join(workdir, run_dirname(method), f"seed{seed}.json")
+      done = run_path(workdir, method, seed) + ".json"
       if os.path.isfile(done):  # finished before an interruption: resume.
         with open(done) as f:
           runs.append(json.load(f))
@@ -705,7 +711,7 @@ def _run_unix(config, workdir, accepted):
                    "computation": counter.relative_to_kd(flops),
                    "counts": counter.as_dict(), "final_loss": history[-1],
                    "wall_time": time.time() - t0})
-      _write_json_atomic(done, runs[-1])
+      write_json_atomic(done, runs[-1])
       _log(f"{UNIX_NAMES.get(method, method)} seed {seed}: "
            f"{100 * acc:.2f}% in {runs[-1]['wall_time']:.1f}s")
     results[method] = [runs]
