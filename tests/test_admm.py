@@ -98,6 +98,51 @@ def test_iterates_match_literal_algorithm(x64, n, d, rank):
   assert zeroed
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+  """Row blocks of 4 rows at d = 5 (2 at d = 10): the fused sweep's loop and
+  its tail run on test-sized problems."""
+  from jaxkd.selection import admm as admm_mod
+  monkeypatch.setattr(admm_mod, "_BLOCK_ELEMS", 20)
+  admm_mod._compiled_solver.cache_clear()
+  yield
+  admm_mod._compiled_solver.cache_clear()
+
+
+@pytest.mark.parametrize("n,d,rank", [(14, 5, None), (16, 5, 3), (9, 10, None)])
+def test_blocked_sweep_matches_literal_algorithm(x64, small_blocks, n, d, rank):
+  f = _features(n, d, rank, seed=2 * n + d)
+  theta = 1e-5
+  q1, _, _ = np_literal_admm(f, 0.0, theta, 1)
+  alpha = theta * np.median(np.linalg.norm(q1, axis=1))
+  for iters in (1, 3, 9):
+    q, q_hat, lam = np_literal_admm(f, alpha, theta, iters)
+    st = admm_solve(f, alpha=alpha, theta=theta, tol=0.0, max_iter=iters)
+    for got, want in ((st.q, q), (st.q_hat, q_hat), (st.lam, lam)):
+      assert got.shape == (n, d)
+      assert _rel(got, want) < 1e-6
+    assert abs(float(st.primal_residual) - np.linalg.norm(q - q_hat)) \
+        <= 1e-6 * np.linalg.norm(q)
+    assert abs(float(st.dual_residual)
+               - theta * np.linalg.norm(q_hat - np_literal_admm(
+                   f, alpha, theta, iters - 1)[1])) <= 1e-6 * theta * \
+        max(np.linalg.norm(q_hat), 1e-300)
+  # Residual balancing changes theta mid-run (the G correction path).
+  ad = admm_solve(f, alpha=alpha, theta=theta, tol=1e-9, max_iter=400,
+                  adaptive=True)
+  rho_moved = float(ad.rho) != theta
+  from jaxkd.selection import admm as admm_mod
+  admm_mod._compiled_solver.cache_clear()
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(admm_mod, "_BLOCK_ELEMS", 1 << 20)
+    one = admm_solve(f, alpha=alpha, theta=theta, tol=1e-9, max_iter=400,
+                     adaptive=True)
+  admm_mod._compiled_solver.cache_clear()
+  assert int(ad.iter_num) == int(one.iter_num)
+  assert _rel(ad.q, one.q) < 1e-8
+  assert rho_moved or n < d  # the correction path ran (n >= d cases).
+
+
 def test_normalize_is_the_literal_algorithm_on_scaled_features(x64):
   f = _features(12, 4, seed=3) * 7.0
   st = admm_solve(f, tol=0.0, max_iter=4, normalize=True)
@@ -221,6 +266,16 @@ def test_sharded_equals_single_device(x64):
   c = admm_solve(xs, tol=1e-8, max_iter=200)
   assert c.q.sharding.spec[0] == parallel.DATA_AXIS
   assert _rel(c.q, a.q) < 1e-10
+
+
+def test_sharded_blocked_equals_single_device(x64, small_blocks):
+  mesh = parallel.make_mesh()
+  f = _features(80, 5, seed=4)  # 10 rows per shard: 2 blocks of 4 + a tail.
+  a = admm_solve(f, tol=1e-8, max_iter=200, mesh=None)
+  b = admm_solve(f, tol=1e-8, max_iter=200, mesh=mesh)
+  assert int(a.iter_num) == int(b.iter_num)
+  for x, y in zip(a[:3], b[:3]):
+    assert _rel(y, x) < 1e-10
 
 
 def test_vmap_over_problems(x64):

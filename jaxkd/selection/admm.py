@@ -94,6 +94,8 @@ _HI = lax.Precision.HIGHEST
 # residual exceeds `_MU` times the other.
 _MU = 10.0
 _TAU = 2.0
+# Elements per row block of the fused sweep (~4 MiB of float32).
+_BLOCK_ELEMS = 1 << 20
 
 
 class AdmmState(NamedTuple):
@@ -184,42 +186,115 @@ def _shrink_rows(x, t):
 # ------------------------------------------------------------------ solver
 
 
+def _block_rows(n, d):
+  """Rows per block of the fused sweep: ~4 MiB of float32 per [rows, d] tile."""
+  return max(1, min(n, _BLOCK_ELEMS // max(d, 1)))
+
+
+def _sweep(z, tw, qql, th, thr, block, axis):
+  """One fused pass over the rows: the Q-update, shrinkage and multiplier.
+
+  With S = Q_hat + Z T W^T (= Q + lam / theta, since M + lam / theta = Q_hat):
+    Q = S - lam / theta,  Q_hat' = shrink(S, alpha / theta),
+    lam' = theta (S - Q_hat')  (= lam + theta (Q - Q_hat')),
+    M' = Q_hat' - lam' / theta = 2 Q_hat' - S  (the next iteration's M).
+  Row block by row block, so no [n, d] temporary is formed and Z, Q_hat, lam
+  are read once and Q, Q_hat, lam written once per iteration; the next
+  iteration's projection G = Z^T M' [r, d] is accumulated on the way. The
+  three iterates share one [3, m, d] buffer so that XLA updates it in place
+  (separate buffers get a full copy per block).
+
+  Args:
+    z: [m, r] left singular vectors (this device's rows).
+    tw: [r, d] T W^T of this iteration.
+    qql: [3, m, d] stacked (Q, Q_hat, lam), updated in place.
+    th, thr: theta and the shrinkage threshold alpha / theta.
+    block: rows per block (static).
+    axis: the mesh axis the rows are sharded over, or None.
+
+  Returns:
+    qql' [3, m, d], G [r, d] (local), and the five local sums of squares
+    [5]: ||Q - Q_hat'||, ||Q_hat' - Q_hat||, ||Q||, ||Q_hat'||, ||lam'||.
+  """
+  _, m, d = qql.shape
+  r = z.shape[1]
+  dt = qql.dtype
+
+  def tile(z_b, blk):
+    # Every read of the old block must feed the written block, or XLA copies
+    # the whole [3, m, d] buffer per block to keep the old value alive; so
+    # Q_hat' - Q_hat is formed as P - (S - Q_hat') (S = Q_hat + P), not from
+    # a second read of Q_hat.
+    qh_b, lam_b = blk[1], blk[2]
+    p_b = _mm(z_b, tw)
+    s_b = qh_b + p_b
+    q_b = s_b - lam_b / th
+    qh_new = _shrink_rows(s_b, thr)
+    lam_new = th * (s_b - qh_new)
+    g_b = _mm(z_b.T, 2.0 * qh_new - s_b)
+    diff = q_b - qh_new
+    dq = p_b - (s_b - qh_new)
+    sums = jnp.stack([jnp.sum(diff * diff), jnp.sum(dq * dq),
+                      jnp.sum(q_b * q_b), jnp.sum(qh_new * qh_new),
+                      jnp.sum(lam_new * lam_new)])
+    return jnp.stack([q_b, qh_new, lam_new]), g_b, sums
+
+  nb, tail = divmod(m, block)
+  g = jnp.zeros((r, d), dt)
+  sums = jnp.zeros((5,), dt)
+  if axis is not None:  # per-device partial sums: varying over the mesh axis.
+    g, sums = (lax.pcast(x, (axis,), to="varying") for x in (g, sums))
+  if nb:
+    def step(i, carry):
+      qql, g, sums = carry
+      lo = i * block
+      new, g_b, s_b = tile(lax.dynamic_slice_in_dim(z, lo, block, axis=0),
+                           lax.dynamic_slice_in_dim(qql, lo, block, axis=1))
+      return (lax.dynamic_update_slice_in_dim(qql, new, lo, axis=1), g + g_b,
+              sums + s_b)
+    qql, g, sums = lax.fori_loop(0, nb, step, (qql, g, sums))
+  if tail:
+    lo = nb * block
+    new, g_b, s_b = tile(z[lo:], qql[:, lo:])
+    qql = lax.dynamic_update_slice_in_dim(qql, new, lo, axis=1)
+    g, sums = g + g_b, sums + s_b
+  return qql, g, sums
+
+
 def _solve_core(f, alpha, theta, max_iter, tol, atol, *, normalize, adaptive,
-                axis):
+                axis, block=None):
   """ADMM on local rows `f` [m, d]; rows are sharded over `axis` if not None."""
   dt = f.dtype
   n_total = _psum(jnp.asarray(f.shape[0], dt), axis)
   sqrt_nd = jnp.sqrt(n_total * f.shape[1])
   z, s, w = _thin_svd(f, axis)
+  if block is None:
+    block = _block_rows(*f.shape)
   if normalize:
     scale = jnp.where(s[0] > 0, s[0], jnp.ones((), dt))
     s = s / scale
   else:
     scale = jnp.ones((), dt)
-  zeros = jnp.zeros(f.shape, dt)
+  qql = jnp.zeros((3,) + f.shape, dt)  # (Q, Q_hat, lam), see `_sweep`.
   if axis is not None:  # per-device rows: mark as varying over the mesh axis.
-    zeros = lax.pcast(zeros, (axis,), to="varying")
+    qql = lax.pcast(qql, (axis,), to="varying")
   inf = jnp.asarray(jnp.inf, dt)
-  init = AdmmState(zeros, zeros, zeros, jnp.zeros((), jnp.int32), inf, inf,
-                   inf, theta, scale)
+  # The loop carries AdmmState with q = the stacked iterates, q_hat = lam =
+  # None; they are unstacked once, after the loop.
+  init = AdmmState(qql, None, None, jnp.zeros((), jnp.int32), inf, inf, inf,
+                   theta, scale)
+  # G = Z^T M of the coming iteration ([r, d], summed over devices); M = 0.
+  g0 = jnp.zeros((z.shape[1], f.shape[1]), dt)
 
   def body(carry):
-    st, _ = carry
+    st, g, _ = carry
     th = st.rho
     c, r = _update_coefficients(s, th)
-    u = st.lam / th
-    m = st.q_hat - u
-    k = _mm(_psum(_mm(z.T, m), axis), w)  # [r, r]
-    t = jnp.diag(c) - k * r
-    q = m + _mm(z, _mm(t, w.T))
-    q_hat = _shrink_rows(q + u, alpha / th)
-    diff = q - q_hat
-    lam = st.lam + th * diff
-    dq = q_hat - st.q_hat
-    sums = _psum(jnp.stack([jnp.sum(diff * diff), jnp.sum(dq * dq),
-                            jnp.sum(q * q), jnp.sum(q_hat * q_hat),
-                            jnp.sum(lam * lam)]), axis)
-    prim, dual_raw, nq, nqh, nlam = jnp.sqrt(sums)
+    t = jnp.diag(c) - _mm(g, w) * r
+    qql, g_loc, sums = _sweep(z, _mm(t, w.T), st.q, th, alpha / th, block,
+                              axis)
+    g = _psum(g_loc, axis)
+    prim, dual_raw, nq, nqh, nlam = jnp.sqrt(_psum(sums, axis))
     dual = th * dual_raw
     tiny = jnp.finfo(dt).tiny
     error = jnp.maximum(prim / jnp.maximum(jnp.maximum(nq, nqh), tiny),
@@ -232,18 +307,25 @@ def _solve_core(f, alpha, theta, max_iter, tol, atol, *, normalize, adaptive,
       rel_d = dual / jnp.maximum(nlam, tiny)
       new_th = jnp.where(rel_p > _MU * rel_d, th * _TAU,
                          jnp.where(rel_d > _MU * rel_p, th / _TAU, th))
+      # G was accumulated for M = Q_hat - lam / th; a new theta changes the
+      # lam term only: G += (1 / th - 1 / new_th) Z^T lam (rarely taken).
+      g = lax.cond(
+          new_th != th,
+          lambda g: g + (1.0 / th - 1.0 / new_th) * _psum(_mm(z.T, qql[2]),
+                                                           axis),
+          lambda g: g, g)
     else:
       new_th = th
-    st = AdmmState(q, q_hat, lam, st.iter_num + 1, prim, dual, error, new_th,
-                   st.scale)
-    return st, done
+    st = AdmmState(qql, None, None, st.iter_num + 1, prim, dual, error,
+                   new_th, st.scale)
+    return st, g, done
 
   def cond(carry):
-    st, done = carry
+    st, _, done = carry
     return (st.iter_num < max_iter) & ~done
 
-  out, _ = lax.while_loop(cond, body, (init, jnp.zeros((), bool)))
-  return out
+  out, _, _ = lax.while_loop(cond, body, (init, g0, jnp.zeros((), bool)))
+  return out._replace(q=out.q[0], q_hat=out.q[1], lam=out.q[2])
 
 
 @functools.lru_cache(maxsize=None)
