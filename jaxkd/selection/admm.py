@@ -44,7 +44,10 @@ mpmath run the literal float64 algorithm is off by ~1e-7 relative on a
 rank-deficient 12 x 3 problem, this form by ~1e-15.)
 
 One iteration costs two [n, d] x [d, r]-sized products, O(n d r) time and
-O(n d) memory; the SVD is done once, before the `lax.while_loop`.
+O(n d) memory; the SVD is done once, before the `lax.while_loop`. The
+iteration runs as one fused pass over row blocks (`_sweep`): Q, Q_hat and
+lam all follow from S = Q_hat + Z T W^T row by row, so no [n, d]
+temporary is formed.
 
 Conditioning. With the paper's theta = 1e-5, R_ij ~ 1 and c_i ~ 1 / s_i for
 every direction with s_i s_j >> sqrt(theta): the Q-update is essentially the
