@@ -132,8 +132,18 @@ def hoisted_admm(f, iters):
   return q
 
 
-def thin_admm(f, iters):
-  """jaxkd's thin-SVD update (module docstring of jaxkd.selection.admm)."""
+def _converged(norm, q, q_hat, dq, lam, th, tol):
+  """Boyd Sec. 3.3.1 relative stopping rule, as `admm_solve` applies it."""
+  return (norm(q - q_hat) <= tol * max(norm(q), norm(q_hat))
+          and th * norm(dq) <= tol * norm(lam))
+
+
+def thin_admm(f, iters, tol=0.0, info=False):
+  """jaxkd's thin-SVD update (module docstring of jaxkd.selection.admm).
+
+  With tol > 0 stops on the relative stopping rule; with info=True returns
+  (q, q_hat, iterations run) instead of q.
+  """
   n, d = f.shape
   dt = f.dtype
   th = dt.type(THETA)
@@ -145,18 +155,22 @@ def thin_admm(f, iters):
   q = np.zeros((n, d), dt)
   q_hat = np.zeros((n, d), dt)
   lam = np.zeros((n, d), dt)
-  for _ in range(iters):
+  it = 0
+  for it in range(1, iters + 1):
     u_ = lam / th
     m = q_hat - u_
     k = (z.T @ m) @ w
     q = m + z @ ((np.diag(c) - k * r) @ wt)
-    q_hat = _shrink(q + u_, ALPHA / THETA)
-    lam = lam + th * (q - q_hat)
-  return q
+    new = _shrink(q + u_, ALPHA / THETA)
+    lam = lam + th * (q - new)
+    dq, q_hat = new - q_hat, new
+    if tol > 0 and _converged(np.linalg.norm, q, q_hat, dq, lam, th, tol):
+      break
+  return (q, q_hat, it) if info else q
 
 
-def torch_thin_admm(f, iters):
-  """`thin_admm` line for line in PyTorch."""
+def torch_thin_admm(f, iters, tol=0.0, info=False):
+  """`thin_admm` line for line in PyTorch (same tol / info)."""
   torch = peers.import_torch()
   f = torch.from_numpy(f)
   n, d = f.shape
@@ -169,7 +183,8 @@ def torch_thin_admm(f, iters):
   q_hat = torch.zeros_like(q)
   lam = torch.zeros_like(q)
   t = ALPHA / THETA
-  for _ in range(iters):
+  it = 0
+  for it in range(1, iters + 1):
     u_ = lam / th
     m = q_hat - u_
     k = (z.T @ m) @ w
@@ -177,9 +192,12 @@ def torch_thin_admm(f, iters):
     sv = q + u_
     nrm = torch.linalg.vector_norm(sv, dim=1, keepdim=True)
     fac = torch.where(nrm > t, 1.0 - t / nrm, torch.zeros_like(nrm))
-    q_hat = fac * sv
-    lam = lam + th * (q - q_hat)
-  return q.numpy()
+    new = fac * sv
+    lam = lam + th * (q - new)
+    dq, q_hat = new - q_hat, new
+    if tol > 0 and _converged(torch.linalg.norm, q, q_hat, dq, lam, th, tol):
+      break
+  return (q.numpy(), q_hat.numpy(), it) if info else q.numpy()
 
 
 def jaxkd_runner(f, iters):

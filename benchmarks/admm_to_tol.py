@@ -7,7 +7,8 @@ relative tol, the rule `admm_solve` uses) holds, on the same normalized
 features (divided by their largest singular value, `normalize=True`), paper
 alpha = 1e-6, theta = 1e-5, float32:
 
-  numpy-thin    the paper's fixed-theta ADMM in its thin-SVD form, NumPy;
+  numpy-thin    the paper's fixed-theta ADMM in its thin-SVD form, NumPy
+                (`admm_bench.thin_admm` with the stopping rule);
   torch-thin    the same, line for line, in PyTorch (2 threads);
   jaxkd-fixed   `admm_solve(..., adaptive=False)`: the same iterates;
   jaxkd         `admm_solve(..., adaptive=True)`: residual balancing (the
@@ -37,76 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 import peers  # noqa: E402
+from admm_bench import ALPHA, THETA, thin_admm, torch_thin_admm  # noqa: E402
 from jaxkd.selection import admm  # noqa: E402
-
-ALPHA, THETA = 1e-6, 1e-5
-
-
-def _converged(q, q_hat, dq, lam, th, tol):
-  prim = np.linalg.norm(q - q_hat)
-  dual = th * np.linalg.norm(dq)
-  return (prim <= tol * max(np.linalg.norm(q), np.linalg.norm(q_hat))
-          and dual <= tol * np.linalg.norm(lam))
-
-
-def numpy_thin(f, tol, max_iter):
-  """Fixed-theta thin-SVD ADMM with the stopping rule; (q, q_hat, iters)."""
-  n, d = f.shape
-  dt = f.dtype
-  th = dt.type(THETA)
-  z, s, wt = np.linalg.svd(f, full_matrices=False)
-  w = wt.T
-  c = (1 / (s + th / (2 * s**3))).astype(dt)
-  r = (1 / (1 + th / (2 * np.outer(s**2, s**2)))).astype(dt)
-  t = ALPHA / THETA
-  q = np.zeros((n, d), dt)
-  q_hat = np.zeros((n, d), dt)
-  lam = np.zeros((n, d), dt)
-  for it in range(1, max_iter + 1):
-    u_ = lam / th
-    m = q_hat - u_
-    k = (z.T @ m) @ w
-    q = m + z @ ((np.diag(c) - k * r) @ wt)
-    sv = q + u_
-    nrm = np.linalg.norm(sv, axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-      new = (np.where(nrm > t, 1.0 - t / nrm, 0.0) * sv).astype(dt)
-    lam = lam + th * (q - new)
-    dq, q_hat = new - q_hat, new
-    if _converged(q, q_hat, dq, lam, th, tol):
-      break
-  return q, q_hat, it
-
-
-def torch_thin(f, tol, max_iter):
-  """`numpy_thin` line for line in PyTorch."""
-  torch = peers.import_torch()
-  f = torch.from_numpy(f)
-  n, d = f.shape
-  th = THETA
-  z, s, wt = torch.linalg.svd(f, full_matrices=False)
-  w = wt.T
-  c = 1 / (s + th / (2 * s**3))
-  r = 1 / (1 + th / (2 * torch.outer(s**2, s**2)))
-  t = ALPHA / THETA
-  q = torch.zeros((n, d), dtype=f.dtype)
-  q_hat = torch.zeros_like(q)
-  lam = torch.zeros_like(q)
-  nm = torch.linalg.norm
-  for it in range(1, max_iter + 1):
-    u_ = lam / th
-    m = q_hat - u_
-    k = (z.T @ m) @ w
-    q = m + z @ ((torch.diag(c) - k * r) @ wt)
-    sv = q + u_
-    nrm = torch.linalg.vector_norm(sv, dim=1, keepdim=True)
-    new = torch.where(nrm > t, 1.0 - t / nrm, torch.zeros_like(nrm)) * sv
-    lam = lam + th * (q - new)
-    dq, q_hat = new - q_hat, new
-    if (nm(q - q_hat) <= tol * max(nm(q), nm(q_hat))
-        and th * nm(dq) <= tol * nm(lam)):
-      break
-  return q.numpy(), q_hat.numpy(), it
 
 
 def jaxkd_run(f, tol, max_iter, adaptive):
@@ -138,8 +71,9 @@ def main(argv=None):
     f = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
     f = f / np.linalg.svd(f, compute_uv=False)[0]
     runs = {
-        "numpy-thin": lambda: numpy_thin(f, a.tol, a.max_iter),
-        "torch-thin": lambda: torch_thin(f, a.tol, a.max_iter),
+        "numpy-thin": lambda: thin_admm(f, a.max_iter, a.tol, info=True),
+        "torch-thin": lambda: torch_thin_admm(f, a.max_iter, a.tol,
+                                              info=True),
         "jaxkd-fixed": lambda: jaxkd_run(f, a.tol, a.max_iter, False),
         "jaxkd": lambda: jaxkd_run(f, a.tol, a.max_iter, True),
     }
