@@ -7,13 +7,20 @@ and keeps the k = 100 lowest, in one process, after an agreement check
 same weights):
 
   plain  jaxkd `select_pairs(apply_fn, ...)` (the whole student per mixed
-         image) vs torch eager in channels_last: blocks of 256 pairs x 11
+         image) vs torch eager in channels_last: blocks of 64 pairs x 11
          lambdas gathered, mixed and run as one batch, C2 collected, then a
          stable sort for the top k;
   fast   jaxkd's first-layer fast path (`linear_stem_fns`: conv1 once per
-         image, the mixed conv1 outputs through `scan_head`; the path the
-         job runs, `mixup.scan_fns`) vs the same torch scan with the same
-         first-layer trick (conv1 once, `head_from_stem` on mixed maps).
+         image in `scan_stem`'s pool-phase layout, the mixed maps through
+         `scan_head`; the path the job runs, `mixup.scan_fns`) vs the same
+         torch scan with the same first-layer trick (conv1 once,
+         `head_from_stem` on mixed maps).
+
+The torch block (64 pairs, `--torch_block`) is torch's fastest here: a sweep
+of 16 / 32 / 64 / 128 / 256 / 1024 pairs gave plain 3.58 / 3.22 / 3.23 /
+3.70 / 3.70 / 4.97 s and fast 2.69 / 2.46 / 2.47 / 2.51 / 2.63 / 4.76 s
+(n = 200, quiet machine). Earlier runs used 256 pairs, 7-15% slower for
+torch.
 
 Medians of interleaved repeats; speed ratio = torch time / jaxkd time.
 fwd/s counts student forwards (pairs x lambdas); % peak = useful FLOPs
@@ -45,7 +52,7 @@ from jaxkd.models import get_model, init_model  # noqa: E402
 from jaxkd.selection import mixup  # noqa: E402
 
 K = 100
-TORCH_BLOCK_PAIRS = 256
+TORCH_BLOCK_PAIRS = 64
 
 
 def load_images(n: int, data_dir: str, seed: int = 0) -> np.ndarray:
@@ -63,6 +70,11 @@ def flops_per_row(fn, variables, x) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost["flops"]) / x.shape[0]
+
+
+def set_torch_block(pairs: int):
+  global TORCH_BLOCK_PAIRS
+  TORCH_BLOCK_PAIRS = pairs
 
 
 def torch_pair_confidence(model, x, lambdas, fast):
@@ -104,7 +116,10 @@ def main():
   ap.add_argument("--n", type=int, default=200)
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--data_dir", default="/work/shared/data/mnist")
+  ap.add_argument("--torch_block", type=int, default=TORCH_BLOCK_PAIRS,
+                  help="pairs per torch batch")
   a = ap.parse_args()
+  set_torch_block(a.torch_block)
   torch = peers.import_torch()
   if a.quick:
     a.n, a.repeats = 60, 3
@@ -177,7 +192,8 @@ def main():
       f"{k} max |C2 diff| {d:.1e}, same top-20 {s}"
       for k, (d, s) in agree.items()))
   print(f"n = {a.n}: {a.n * (a.n - 1) // 2} pairs x {len(lambdas)} lambdas "
-        f"= {forwards} forwards, k = {K}, {a.repeats} interleaved repeats; "
+        f"= {forwards} forwards, k = {K}, torch {TORCH_BLOCK_PAIRS} pairs per "
+        f"batch, {a.repeats} interleaved repeats; "
         f"end: {end_load}\n")
   hdr = (f"{'path':<12}{'scan s':>8}{'fwd/s':>10}{'% peak':>8}"
          f"{'first s':>9}{'compile s':>10} | jaxkd / torch speed")

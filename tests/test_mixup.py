@@ -131,6 +131,22 @@ def test_pair_confidence_block_size_invariant(tiny):
   np.testing.assert_array_equal(l_a, l_b)
 
 
+@pytest.mark.parametrize("chunk_forwards", [22, 33, 10**6])
+def test_chunked_blocks_match_brute_force(tiny, monkeypatch, chunk_forwards):
+  """On CPU a block runs as a loop over chunks of pairs (2 or 3 pairs per
+  chunk here, or none); C2, lam* and the picks stay the brute-force ones."""
+  monkeypatch.setattr(mixup, "_CPU_CHUNK_FORWARDS", chunk_forwards)
+  p, x, (pairs, c2, lam_star, gap) = tiny
+  _, got_c2, got_lam = mixup.pair_confidence(tiny_apply, p, x, LAMS,
+                                             batch_size=200)
+  np.testing.assert_allclose(got_c2, c2, atol=1e-5)
+  clear = gap > 1e-5
+  np.testing.assert_allclose(got_lam[clear], lam_star[clear], atol=1e-6)
+  ref = _reference_topk(pairs, c2, 7)
+  _, _, top_c2 = mixup.select_pairs(tiny_apply, p, x, 7, LAMS, batch_size=200)
+  np.testing.assert_allclose(top_c2, c2[ref], atol=1e-5)
+
+
 # ---------------------------------------------------------- select_pairs ---
 
 

@@ -9,6 +9,7 @@ with RepDistiller / CRD (Tian et al., ICLR 2020).
 
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -370,12 +371,80 @@ def test_unrolled_conv_matches_numpy_same_conv(hw, c, o, k):
 
 
 @pytest.mark.parametrize("name,shape", [("lenet5_half", (28, 28, 1)),
-                                        ("lenet5", (8, 8, 1))])
+                                        ("lenet5", (8, 8, 1)),
+                                        ("lenet5_half", (10, 10, 1))])
 def test_lenet_scan_head_equals_forward(name, shape):
-  model = get_model(name, 10)
+  """scan_head on scan_stem (pool phases where H, W are multiples of 4,
+  the plain stem at 10x10) and on the plain stem equals the forward."""
+  model = get_model(name, 10, conv_impl="xla")
   v = init_model(model, jax.random.key(0), shape)
   x = np.random.default_rng(2).random((5,) + shape).astype(np.float32)
-  h = model.apply(v, x, method=model.stem)
-  np.testing.assert_allclose(
-      np.asarray(model.apply(v, h, method=model.scan_head)),
-      np.asarray(model.apply(v, x)), rtol=1e-5, atol=1e-5)
+  want = np.asarray(model.apply(v, x))
+  s = model.apply(v, x, method=model.scan_stem)
+  assert s.ndim == (5 if shape[0] % 4 == 0 else 4)
+  for h in (s, model.apply(v, x, method=model.stem)):
+    np.testing.assert_allclose(
+        np.asarray(model.apply(v, h, method=model.scan_head)), want,
+        rtol=1e-5, atol=1e-5)
+
+
+def test_pool_phases_max_is_max_pool():
+  from jaxkd.models.lenet import pool_phases
+  x = np.random.default_rng(3).normal(size=(2, 6, 8, 3)).astype(np.float32)
+  ph = np.asarray(pool_phases(x))
+  assert ph.shape == (2, 4, 3, 4, 3)
+  want = x.reshape(2, 3, 2, 4, 2, 3).max(axis=(2, 4))   # NumPy 2x2 pool
+  np.testing.assert_array_equal(ph.max(axis=1), want)
+  np.testing.assert_array_equal(ph[:, 1], x[:, 0::2, 1::2])
+
+
+def _np_conv_pool(x, kern, bias):
+  """NumPy float64 SAME stride-1 conv + bias, then 2x2 max pool."""
+  b, h, w, _ = x.shape
+  kh, kw, _, o = kern.shape
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2
+  xp = np.pad(x.astype(np.float64),
+              ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+  y = np.zeros((b, h, w, o))
+  for i in range(h):
+    for j in range(w):
+      y[:, i, j] = np.einsum("bhwc,hwco->bo", xp[:, i:i + kh, j:j + kw], kern)
+  y += bias
+  return y.reshape(b, h // 2, 2, w // 2, 2, o).max(axis=(2, 4))
+
+
+@pytest.mark.parametrize("hw,c,o,k", [((6, 8), 2, 3, 5), ((4, 4), 3, 8, 3),
+                                      ((8, 6), 1, 2, 1), ((6, 6), 2, 2, 4),
+                                      ((10, 4), 1, 1, 7), ((2, 2), 1, 1, 5)])
+def test_conv_pool_rows_matches_numpy(hw, c, o, k):
+  from jaxkd.models.lenet import conv_pool_rows
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(3,) + hw + (c,)).astype(np.float32)
+  kern = rng.normal(size=(k, k, c, o)).astype(np.float32)
+  bias = rng.normal(size=(o,)).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(conv_pool_rows(x, kern, bias)),
+                             _np_conv_pool(x, kern, bias), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_conv_pool_rows_gradient_matches_conv():
+  """Gradients (input, kernel, bias) equal those of nn.Conv's convolution
+  followed by max_pool_2x2."""
+  from jaxkd.models.lenet import conv_pool_rows
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(2, 8, 6, 3)).astype(np.float32)
+  kern = rng.normal(size=(5, 5, 3, 4)).astype(np.float32)
+  bias = rng.normal(size=(4,)).astype(np.float32)
+  wt = rng.normal(size=(2, 4, 3, 4)).astype(np.float32)
+
+  def ref(x, k, b):
+    y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(wt * flax.linen.max_pool(y + b, (2, 2), strides=(2, 2)))
+
+  got = jax.grad(lambda *a: jnp.sum(wt * conv_pool_rows(*a)),
+                 argnums=(0, 1, 2))(x, kern, bias)
+  want = jax.grad(ref, argnums=(0, 1, 2))(x, kern, bias)
+  for g, w_ in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w_), rtol=1e-4,
+                               atol=1e-4)

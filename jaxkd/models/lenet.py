@@ -122,6 +122,71 @@ def unrolled_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array
   return y.reshape(b, h, w, o) + bias
 
 
+@functools.lru_cache(maxsize=16)
+def _conv_pool_index(w: int, c: int, o: int, kh: int, kw: int
+                     ) -> tuple[tuple[int, ...], np.ndarray]:
+  """Offsets e and [2 w c, len(e) 4 (w/2) o] indices into the flattened
+  [kh, kw, c, o] kernel (kh kw c o = an appended zero) for `conv_pool_rows`:
+  column (e, ry, rx, q, o) holds what input two-row chunk s gives output
+  row 2 (s - e) + ry, column 2 q + rx, channel o."""
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2
+  offs = tuple(range(-((ph + 1) // 2), (kh - ph) // 2 + 1))  # s = t + e
+  yi, xi, ci, e, ry, rx, q, oo = np.ix_(
+      np.arange(2), np.arange(w), np.arange(c), np.asarray(offs),
+      np.arange(2), np.arange(2), np.arange(w // 2), np.arange(o))
+  dy = yi + 2 * e - ry + ph
+  dx = xi - (2 * q + rx) + pw
+  valid = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
+  flat = ((np.clip(dy, 0, kh - 1) * kw + np.clip(dx, 0, kw - 1)) * c + ci
+          ) * o + oo
+  idx = np.where(valid, flat, kh * kw * c * o)
+  return offs, idx.reshape(2 * w * c, -1).astype(np.int32)
+
+
+def conv_pool_rows(x: jax.Array, kernel: jax.Array, bias: jax.Array
+                   ) -> jax.Array:
+  """max_pool_2x2(conv(x) + bias) for a SAME, stride-1 conv, as one matmul
+  over two-row chunks: [B, H, W, C] x [kh, kw, C, O] -> [B, H/2, W/2, O].
+
+  H and W must be even. Each chunk of two input rows (2 W C values, a
+  contiguous row of x, so no input copy) is multiplied by one matrix whose
+  columns are what that chunk adds to the output chunks it reaches
+  (offsets e), each laid out as (row parity, column parity, column / 2, O);
+  the output chunks are summed from the shifted chunk products, the bias
+  added, and the 2x2 pool is the maximum over the four parity blocks.
+  About 2 W / kw times the convolution's FLOPs, in a matmul XLA:CPU runs
+  near its peak where its own few-channel convolution does not.
+  """
+  b, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  if h % 2 or w % 2:
+    raise ValueError(f"conv_pool_rows needs even H and W, got {h} x {w}.")
+  offs, idx = _conv_pool_index(w, c, o, kh, kw)
+  table = jnp.concatenate([kernel.reshape(-1), jnp.zeros((1,), kernel.dtype)])
+  chunks = h // 2
+  z = (x.reshape(b * chunks, 2 * w * c) @ table[idx]).reshape(
+      b, chunks, len(offs), 4, w // 2 * o)
+  y = 0.0
+  for k, e in enumerate(offs):   # output chunk t gets z[:, t + e, k]
+    lo, hi = max(0, -e), min(chunks, chunks - e)
+    if lo < hi:
+      y = y + jnp.pad(z[:, lo + e:hi + e, k],
+                      ((0, 0), (lo, chunks - hi), (0, 0), (0, 0)))
+  y = y + jnp.tile(bias, w // 2)
+  y = jnp.maximum(jnp.maximum(y[:, :, 0], y[:, :, 1]),
+                  jnp.maximum(y[:, :, 2], y[:, :, 3]))
+  return y.reshape(b, chunks, w // 2, o)
+
+
+def pool_phases(h: jax.Array) -> jax.Array:
+  """The four 2x2-pool phases of a map: [B, H, W, C] -> [B, 4, H/2, W/2, C],
+  phase 2 ry + rx holding h[:, ry::2, rx::2] (H, W even). Linear, so it
+  commutes with mixup; max over axis 1 is `max_pool_2x2(h)`."""
+  b, hh, ww, c = h.shape
+  return h.reshape(b, hh // 2, 2, ww // 2, 2, c).transpose(
+      0, 2, 4, 1, 3, 5).reshape(b, 4, hh // 2, ww // 2, c)
+
+
 def model_outputs(logits, embedding, maps, return_features):
   """What every jaxkd model returns: logits, or with `return_features`
   (logits, {"embedding": [B, D], "maps": tuple of [B, H, W, C]})."""
@@ -194,25 +259,45 @@ class LeNet5(nn.Module):
     emb = nn.relu(self.fc2(h))
     return self.head(emb), emb
 
+  def scan_stem(self, x: jax.Array) -> jax.Array:
+    """`stem` in the layout `scan_head` reads fastest (inference scans).
+
+    [B, H, W, C] -> [B, 4, H/2, W/2, channels[0]] (`pool_phases` of conv1,
+    before its ReLU) when H and W are multiples of 4, else `stem(x)`.
+    A permutation of the stem, so still affine and mixable.
+    """
+    h = self.stem(x)
+    if h.shape[1] % 4 or h.shape[2] % 4:
+      return h
+    return pool_phases(h)
+
   def scan_head(self, h: jax.Array) -> jax.Array:
-    """Logits from stem outputs, for inference-only scans (Active Mixup).
+    """Logits from `scan_stem` (or `stem`) outputs, for inference-only scans
+    (Active Mixup).
 
     The same function as `head_from_stem` (to float rounding), reordered for
-    throughput: ReLU after pooling (they commute) and conv2 as one matmul
-    with its unrolled matrix (`unrolled_conv`) when that matrix has at most
-    2^22 entries (LeNet-5 on 28x28: 1176 x 3136). On a 2-core CPU this runs
-    the lenet5_half head on 28x28 about 3x faster than `head_from_stem`.
+    throughput: ReLU after pooling (they commute), conv1's pool as a maximum
+    over `pool_phases`, and conv2 with its pool as `conv_pool_rows` (one
+    matmul over two-row chunks). Stem outputs in the plain [B, H, W, C]
+    layout run conv2 as one matmul with its unrolled matrix
+    (`unrolled_conv`) when that has at most 2^22 entries, else as `conv2`.
 
     Args:
-      h: [B, H, W, channels[0]] stem outputs (conv1 before its ReLU).
+      h: [B, 4, H/2, W/2, channels[0]] from `scan_stem`, or [B, H, W,
+        channels[0]] from `stem` (conv1 before its ReLU).
 
     Returns:
       [B, num_classes] logits.
     """
+    params = self.conv2.variables["params"]
+    if h.ndim == 5:
+      h = nn.relu(jnp.maximum(jnp.maximum(h[:, 0], h[:, 1]),
+                              jnp.maximum(h[:, 2], h[:, 3])))
+      y = conv_pool_rows(h, params["kernel"], params["bias"])
+      return self._classifier(nn.relu(y))[0]
     h = nn.relu(max_pool_2x2(h))
     _, hh, ww, c = h.shape
     if hh * ww * c * hh * ww * self.channels[1] <= _MAX_UNROLLED:
-      params = self.conv2.variables["params"]
       y = unrolled_conv(h, params["kernel"], params["bias"])
     else:
       y = self.conv2(h)

@@ -54,6 +54,11 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 # Student forwards per block (pairs per block = DEFAULT_BATCH_SIZE // L).
 DEFAULT_BATCH_SIZE = 2816
+# On CPU a block runs as a loop over chunks of about this many forwards, so
+# the chunk's intermediates stay in cache and their buffers are reused
+# instead of freshly paged in (lenet5_half, 28x28, 2 cores: the plain scan
+# 1.7x faster than one 2816-forward batch, the fast path 1.1-1.3x).
+_CPU_CHUNK_FORWARDS = 704
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -98,8 +103,10 @@ def linear_stem_fns(model: Any) -> Tuple[ApplyFn, ApplyFn]:
 
   `stem_fn(variables, x)` is the model's first affine layer before its
   nonlinearity and `head_fn(variables, h)` the rest (the model's
-  inference-only `scan_head` when it defines one, else `head_from_stem`),
-  so that `head_fn(v, stem_fn(v, x)) == model.apply(v, x)` up to rounding.
+  inference-only `scan_stem` / `scan_head` when it defines them, else
+  `stem` / `head_from_stem`), so that `head_fn(v, stem_fn(v, x)) ==
+  model.apply(v, x)` up to rounding. `scan_stem` may return the stem in
+  any layout linear in x (e.g. LeNet's pool phases): mixing is elementwise.
 
   Raises:
     JaxkdError: if the model does not declare a linear stem.
@@ -122,10 +129,14 @@ def _cached_stem_fns(model: Any) -> Tuple[ApplyFn, ApplyFn]:
 
 
 def _stem_fns(model: Any) -> Tuple[ApplyFn, ApplyFn]:
-  stem_fn = lambda v, x: model.apply(v, x, method=model.stem)
-  # A model may offer an inference-only head tuned for throughput.
-  head = getattr(model, "scan_head", None) or model.head_from_stem
-  head_fn = lambda v, h: model.apply(v, h, method=head)
+  # A model may offer an inference-only head tuned for throughput, and a
+  # stem in the layout that head reads (any layout linear in x mixes the
+  # same way).
+  head = getattr(model, "scan_head", None)
+  stem = getattr(model, "scan_stem", None) if head else None
+  stem_fn = lambda v, x: model.apply(v, x, method=stem or model.stem)
+  head_fn = lambda v, h: model.apply(v, h,
+                                     method=head or model.head_from_stem)
   return stem_fn, head_fn
 
 
@@ -231,20 +242,36 @@ def _merge_topk(state: TopKState, key: jax.Array, p: jax.Array,
   return jax.lax.cond(key[0] < state.key[-1], merge, lambda _: state, None)
 
 
+def _chunk_pairs(num_lams: int, mesh: Optional[Mesh]) -> Optional[int]:
+  """Pairs per chunk of a block (CPU without a mesh), else None."""
+  if mesh is not None or jax.default_backend() != "cpu":
+    return None
+  return max(1, _CPU_CHUNK_FORWARDS // num_lams)
+
+
 @functools.lru_cache(maxsize=32)
 def _jitted_scan_block(model_fn: ApplyFn, n: int, block: int, k: int,
-                       mesh: Optional[Mesh]):
+                       mesh: Optional[Mesh], chunk: Optional[int] = None):
   """jit of one block: (params, source, offsets, lambdas, excluded, start,
-  state) -> new state (k > 0) or (c2, lam_index) (k == 0)."""
+  state) -> new state (k > 0) or (c2, lam_index) (k == 0). With `chunk`
+  (which divides `block`) the block's pairs run as a loop over chunks."""
   num_pairs = n * (n - 1) // 2
+  chunk = block if chunk is None else chunk
   sharding = None if mesh is None else parallel.data_sharding(mesh)
 
   def step(params, source, offsets, lambdas, excluded, start, state):
     p = start + jnp.arange(block, dtype=jnp.int32)
     if sharding is not None:
       p = jax.lax.with_sharding_constraint(p, sharding)
-    c2, lam_index = _block_confidence(model_fn, params, source, offsets,
-                                      lambdas, p, n, sharding)
+    if chunk < block:   # a loop over chunks (CPU, one device)
+      c2, lam_index = jax.lax.map(
+          lambda q: _block_confidence(model_fn, params, source, offsets,
+                                      lambdas, q, n, None),
+          p.reshape(-1, chunk))
+      c2, lam_index = c2.reshape(-1), lam_index.reshape(-1)
+    else:
+      c2, lam_index = _block_confidence(model_fn, params, source, offsets,
+                                        lambdas, p, n, sharding)
     if k == 0:
       return c2, lam_index
     pos = jnp.clip(jnp.searchsorted(excluded, p), 0, excluded.shape[0] - 1)
@@ -334,10 +361,15 @@ def _prepare(apply_fn, params, images, lambdas, batch_size, stem_fn, head_fn,
   block = max(1, batch_size // len(lam))
   block = -(-block // shards) * shards        # a multiple of the device count
   block = min(block, -(-(n * (n - 1) // 2) // shards) * shards)
+  chunk = _chunk_pairs(len(lam), mesh)
+  if chunk is not None:
+    chunk = min(chunk, block)
+    block = -(-block // chunk) * chunk         # a multiple of the chunk
   offsets = _row_offsets(n)
   if mesh is not None:
     params, source = parallel.replicate(mesh, (params, source))
-  return n, lam, source, model_fn, block, jnp.asarray(offsets), params
+  return (n, lam, source, model_fn, block, chunk, jnp.asarray(offsets),
+          params)
 
 
 def pair_confidence(apply_fn: Optional[ApplyFn], params: Any,
@@ -380,10 +412,10 @@ def pair_confidence(apply_fn: Optional[ApplyFn], params: Any,
     >>> pairs.tolist(), np.round(c2.astype(float), 3).tolist(), lam.tolist()
     ([[0, 1], [0, 2], [1, 2]], [0.731, 0.881, 0.953], [0.5, 0.5, 0.5])
   """
-  n, lam, source, model_fn, block, offsets, params = _prepare(
+  n, lam, source, model_fn, block, chunk, offsets, params = _prepare(
       apply_fn, params, images, lambdas, batch_size, stem_fn, head_fn, mesh)
   num_pairs = n * (n - 1) // 2
-  step = _jitted_scan_block(model_fn, n, block, 0, mesh)
+  step = _jitted_scan_block(model_fn, n, block, 0, mesh, chunk)
   lam_dev = jnp.asarray(lam)
   dummy = jnp.zeros((1,), jnp.int32)
   outs = [step(params, source, offsets, lam_dev, dummy, jnp.int32(s), None)
@@ -442,10 +474,10 @@ def select_pairs(apply_fn: Optional[ApplyFn], params: Any, images: jax.Array,
   if n_img is not None and n_img >= 2:
     excluded, m = _excluded_numbers(exclude, n_img)
     check_k(k, n_img * (n_img - 1) // 2 - m, "unqueried pairs")
-  n, lam, source, model_fn, block, offsets, params = _prepare(
+  n, lam, source, model_fn, block, chunk, offsets, params = _prepare(
       apply_fn, params, images, lambdas, batch_size, stem_fn, head_fn, mesh)
   num_pairs = n * (n - 1) // 2
-  step = _jitted_scan_block(model_fn, n, block, k, mesh)
+  step = _jitted_scan_block(model_fn, n, block, k, mesh, chunk)
   lam_dev = jnp.asarray(lam)
   excluded = jnp.asarray(excluded)
   state = _init_topk(k)
