@@ -10,9 +10,10 @@ and 28x28 MNIST (flatten size 2*2*16 and 7*7*16 respectively).
 These models declare `has_linear_stem = True`: their first layer (`stem`) is
 affine and comes before any nonlinearity, so
 stem(lam x_i + (1 - lam) x_j) == lam stem(x_i) + (1 - lam) stem(x_j).
-Active Mixup uses this to compute the stem once per real image, and calls
-`scan_head` (an inference-only `head_from_stem` built for throughput, see
-`LeNet5.scan_head`) on the mixed stem outputs.
+Active Mixup uses this to compute the stem once per real image (LeNet-5's
+`scan_stem`: conv1 laid out by 2x2-pool phase) and calls `scan_head` (an
+inference-only `head_from_stem` built for throughput: conv2 and its pool as
+one matmul over two-row chunks, `conv_pool_rows`) on the mixed outputs.
 
 Max pooling is written as the maximum of four strided slices
 (`max_pool_2x2`): the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`,
@@ -21,8 +22,8 @@ gradient is written out (same values as autodiff's, faster on XLA:CPU).
 
 The convolutions are `jaxkd.models.conv.Conv` (an `nn.Conv` with the same
 parameters). `conv_impl="auto"` runs layers with few channels as one banded
-matmul on CPU (1.3-1.6x faster KD steps, benchmarks/train_bench.py), XLA's
-convolution on GPU/TPU; it is the default. `conv_impl="xla"` forces XLA's
+matmul on CPU (1.5-1.9x faster training steps, benchmarks/train_bench.py),
+XLA's convolution on GPU/TPU; it is the default. `conv_impl="xla"` forces XLA's
 convolution everywhere (the two agree to float32 rounding, not bitwise).
 """
 

@@ -30,6 +30,9 @@ forwards), so it is organised for speed and O(block + k) memory:
   stem(x_ij(lam)) = lam stem(x_i) + (1 - lam) stem(x_j) exactly (bias
   included, since lam + (1 - lam) = 1), so the stem runs once per real image
   and the blocks mix stem outputs and run only `head_from_stem`.
+* On CPU without a mesh, a block runs as a `lax.map` over chunks of about
+  `_CPU_CHUNK_FORWARDS` forwards, so each chunk's intermediates stay in
+  cache (the block still merges into the top-k once).
 * With a `mesh`, each block's pairs are sharded over its ("data",) axis; the
   running top-k is replicated.
 """
