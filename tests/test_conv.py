@@ -42,6 +42,33 @@ def test_toeplitz_conv_matches_numpy(shape, kernel, padding, pads):
                              atol=1e-5)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 4])
+def test_toeplitz_conv_column_parts_match_numpy_and_conv_gradient(parts):
+  """Output rows split into column parts: same values as the NumPy loop,
+  same gradients (input, kernel) as XLA's convolution."""
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, 7, 12, 3)).astype(np.float32)
+  k = rng.normal(size=(5, 5, 3, 4)).astype(np.float32)
+  got = conv.toeplitz_conv(x, k, "SAME", parts=parts)
+  np.testing.assert_allclose(got, numpy_conv(x, k, ((2, 2), (2, 2))),
+                             rtol=1e-5, atol=1e-5)
+  w = rng.normal(size=(2, 7, 12, 4)).astype(np.float32)
+  xla = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  g = jax.grad(lambda x, k: jnp.sum(w * conv.toeplitz_conv(
+      x, k, "SAME", parts=parts)), argnums=(0, 1))(x, k)
+  g_ref = jax.grad(lambda x, k: jnp.sum(w * xla(x, k)), argnums=(0, 1))(x, k)
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_toeplitz_conv_parts_must_divide_width():
+  x = np.zeros((1, 6, 10, 1), np.float32)
+  with pytest.raises(ValueError, match="parts must divide"):
+    conv.toeplitz_conv(x, np.zeros((3, 3, 1, 2), np.float32), parts=3)
+  assert conv.default_parts(28) == 2 and conv.default_parts(7) == 1
+
+
 @pytest.mark.parametrize("c,o", [(1, 3), (3, 8), (6, 16)])
 def test_conv_module_equals_nn_conv_forward_and_gradient(c, o):
   rng = np.random.default_rng(1)
