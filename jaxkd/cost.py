@@ -79,9 +79,17 @@ def model_cost(model: nn.Module, variables: Dict[str, Any],
   Returns:
     `ModelCost`: forward = apply, backward = value_and_grad(sum of logits)
     w.r.t. params minus forward.
+
+  The count is the model's arithmetic, not one implementation's: a model
+  with a `conv_impl` field (jaxkd's LeNets) is measured with XLA's
+  convolution (`conv_impl="xla"`), whose count is the convolution's
+  multiply-adds, since the banded-matmul form computes the same function
+  with several times the FLOPs.
   """
   if batch_size < 1:
     raise JaxkdError(f"batch_size must be >= 1, got {batch_size}.")
+  if getattr(model, "conv_impl", "xla") != "xla":
+    model = model.clone(conv_impl="xla")
   x = jax.ShapeDtypeStruct((batch_size,) + tuple(input_shape), jnp.float32)
   variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                            variables)

@@ -22,6 +22,23 @@ def test_mlp_flops_match_hand_count():
   assert c.backward == pytest.approx(backward, rel=0.05)
 
 
+@pytest.mark.parametrize("impl", ["auto", "toeplitz", "xla"])
+def test_lenet_flops_count_the_convolution_not_its_implementation(impl):
+  """lenet5_half's forward FLOPs are the hand count of its layers (SAME
+  5x5 convs 1->3 at 8x8 and 3->8 at 4x4, fc 32-60-42-10; ReLU, pooling
+  and bias adds are the few % left), whichever convolution computes it."""
+  model = get_model("lenet5_half", 10, conv_impl=impl)
+  variables = init_model(model, jax.random.key(0), (8, 8, 1))
+  c = cost.model_cost(model, variables, (8, 8, 1), batch_size=4)
+
+  def taps(size):   # in-bounds taps of a SAME 5-tap window, summed over size
+    return sum(min(p + 2, size - 1) - max(p - 2, 0) + 1 for p in range(size))
+
+  convs = 2 * taps(8) ** 2 * 1 * 3 + 2 * taps(4) ** 2 * 3 * 8
+  dense = 2 * (32 * 60 + 60 * 42 + 42 * 10)
+  assert c.forward == pytest.approx(convs + dense, rel=0.06)
+
+
 def test_computation_and_counter_hand_values():
   c = cost.KDCost(teacher_forward=10.0, student_forward=2.0,
                   student_backward=4.0)
