@@ -22,7 +22,7 @@ gradient is written out (same values as autodiff's, faster on XLA:CPU).
 
 The convolutions are `jaxkd.models.conv.Conv` (an `nn.Conv` with the same
 parameters). `conv_impl="auto"` runs layers with few channels as one banded
-matmul on CPU (1.5-1.9x faster training steps, benchmarks/train_bench.py),
+matmul on CPU (1.7-2.1x faster training steps, benchmarks/train_bench.py),
 XLA's convolution on GPU/TPU; it is the default. `conv_impl="xla"` forces XLA's
 convolution everywhere (the two agree to float32 rounding, not bitwise).
 """
