@@ -72,14 +72,10 @@ def flops_per_row(fn, variables, x) -> float:
   return float(cost["flops"]) / x.shape[0]
 
 
-def set_torch_block(pairs: int):
-  global TORCH_BLOCK_PAIRS
-  TORCH_BLOCK_PAIRS = pairs
-
-
-def torch_pair_confidence(model, x, lambdas, fast):
+def torch_pair_confidence(model, x, lambdas, fast, block=TORCH_BLOCK_PAIRS):
   """C2 and argmin-lambda index of every pair i < j, row-major, batched as
-  a PyTorch user writes it (channels_last, inference_mode)."""
+  a PyTorch user writes it (channels_last, inference_mode), `block` pairs
+  per batch."""
   torch = peers.import_torch()
   F = torch.nn.functional
   cl = torch.channels_last
@@ -89,8 +85,8 @@ def torch_pair_confidence(model, x, lambdas, fast):
   c2s, lis = [], []
   with torch.inference_mode():
     src = model.stem(x) if fast else x
-    for s in range(0, ii.shape[0], TORCH_BLOCK_PAIRS):
-      i, j = ii[s:s + TORCH_BLOCK_PAIRS], jj[s:s + TORCH_BLOCK_PAIRS]
+    for s in range(0, ii.shape[0], block):
+      i, j = ii[s:s + block], jj[s:s + block]
       mixed = lam * src[i][:, None] + (1 - lam) * src[j][:, None]
       mixed = mixed.flatten(0, 1).contiguous(memory_format=cl)
       logits = model.head_from_stem(mixed) if fast else model(mixed)
@@ -101,10 +97,10 @@ def torch_pair_confidence(model, x, lambdas, fast):
   return torch.cat(c2s), torch.cat(lis)
 
 
-def torch_select_pairs(model, x, lambdas, k, fast):
+def torch_select_pairs(model, x, lambdas, k, fast, block=TORCH_BLOCK_PAIRS):
   """Top-k lowest C2 pairs (ties by pair order) -> (pairs [k, 2], c2 [k])."""
   torch = peers.import_torch()
-  c2, _ = torch_pair_confidence(model, x, lambdas, fast)
+  c2, _ = torch_pair_confidence(model, x, lambdas, fast, block)
   order = torch.sort(c2, stable=True).indices[:k]
   ii, jj = torch.triu_indices(x.shape[0], x.shape[0], 1)
   return torch.stack([ii[order], jj[order]], 1).numpy(), c2[order].numpy()
@@ -119,7 +115,6 @@ def main():
   ap.add_argument("--torch_block", type=int, default=TORCH_BLOCK_PAIRS,
                   help="pairs per torch batch")
   a = ap.parse_args()
-  set_torch_block(a.torch_block)
   torch = peers.import_torch()
   if a.quick:
     a.n, a.repeats = 60, 3
@@ -146,10 +141,12 @@ def main():
                           True)):
     _, c2_j, _ = mixup.pair_confidence(apply_fn, variables, small, lambdas,
                                        **kw)
-    c2_t, _ = torch_pair_confidence(tmodel, xs_t, lambdas, fast)
+    c2_t, _ = torch_pair_confidence(tmodel, xs_t, lambdas, fast,
+                                    a.torch_block)
     pj, _, _ = mixup.select_pairs(apply_fn, variables, small, 20, lambdas,
                                   **kw)
-    pt, _ = torch_select_pairs(tmodel, xs_t, lambdas, 20, fast)
+    pt, _ = torch_select_pairs(tmodel, xs_t, lambdas, 20, fast,
+                               a.torch_block)
     agree[name] = (float(np.abs(c2_j - c2_t.numpy()).max()),
                    bool(np.array_equal(pj, pt)))
     if agree[name][0] > 1e-5:
@@ -166,12 +163,12 @@ def main():
       "jaxkd plain": lambda _: mixup.select_pairs(
           apply_fn, variables, images, K, lambdas),
       "torch plain": lambda _: torch_select_pairs(tmodel, xt, lambdas, K,
-                                                  False),
+                                                  False, a.torch_block),
       "jaxkd fast": lambda _: mixup.select_pairs(
           apply_fn, variables, images, K, lambdas, stem_fn=stem_fn,
           head_fn=head_fn),
       "torch fast": lambda _: torch_select_pairs(tmodel, xt, lambdas, K,
-                                                 True),
+                                                 True, a.torch_block),
   }
   first = {name: peers.first_call(lambda r=r: r(1)) for name, r in
            runs.items()}
@@ -192,7 +189,7 @@ def main():
       f"{k} max |C2 diff| {d:.1e}, same top-20 {s}"
       for k, (d, s) in agree.items()))
   print(f"n = {a.n}: {a.n * (a.n - 1) // 2} pairs x {len(lambdas)} lambdas "
-        f"= {forwards} forwards, k = {K}, torch {TORCH_BLOCK_PAIRS} pairs per "
+        f"= {forwards} forwards, k = {K}, torch {a.torch_block} pairs per "
         f"batch, {a.repeats} interleaved repeats; "
         f"end: {end_load}\n")
   hdr = (f"{'path':<12}{'scan s':>8}{'fwd/s':>10}{'% peak':>8}"

@@ -43,6 +43,11 @@ from jaxkd.models.conv import Conv
 _MAX_UNROLLED = 1 << 22
 
 
+def _max4(a, b, c, d):
+  """Elementwise maximum of four arrays (a 2x2 pool's four phases)."""
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
 def _pool_slices(x: jax.Array):
   h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
   return (x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2],
@@ -61,8 +66,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   instead of as the sum of four strided-slice adjoints, which XLA:CPU runs
   about 1.3-1.5x slower.
   """
-  a, b, c, d = _pool_slices(x)
-  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+  return _max4(*_pool_slices(x))
 
 
 def _share(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -98,12 +102,25 @@ def _unrolled_conv_index(h: int, w: int, c: int, o: int, kh: int, kw: int
   ph, pw = (kh - 1) // 2, (kw - 1) // 2
   y, x, ci, yo, xo, oo = np.ix_(np.arange(h), np.arange(w), np.arange(c),
                                 np.arange(h), np.arange(w), np.arange(o))
-  dy, dx = y - yo + ph, x - xo + pw
+  return _kernel_index(y - yo + ph, x - xo + pw, ci, oo, kh, kw, c, o
+                       ).reshape(h * w * c, h * w * o)
+
+
+def _kernel_index(dy, dx, ci, oo, kh: int, kw: int, c: int, o: int
+                  ) -> np.ndarray:
+  """int32 indices of kernel[dy, dx, ci, oo] in the flattened [kh, kw, c, o]
+  kernel, or kh kw c o (an appended zero) where the tap (dy, dx) is outside
+  the kernel. Arguments broadcast (np.ix_ grids)."""
   valid = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
   flat = ((np.clip(dy, 0, kh - 1) * kw + np.clip(dx, 0, kw - 1)) * c + ci
           ) * o + oo
-  return np.where(valid, flat, kh * kw * c * o).reshape(
-      h * w * c, h * w * o).astype(np.int32)
+  return np.where(valid, flat, kh * kw * c * o).astype(np.int32)
+
+
+def _gather_kernel(kernel: jax.Array, idx: np.ndarray) -> jax.Array:
+  """The matrix kernel.flat[idx], 0 where idx is the appended-zero slot."""
+  table = jnp.concatenate([kernel.reshape(-1), jnp.zeros((1,), kernel.dtype)])
+  return table[idx]
 
 
 def unrolled_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array
@@ -117,9 +134,8 @@ def unrolled_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array
   """
   b, h, w, c = x.shape
   kh, kw, _, o = kernel.shape
-  idx = _unrolled_conv_index(h, w, c, o, kh, kw)
-  table = jnp.concatenate([kernel.reshape(-1), jnp.zeros((1,), kernel.dtype)])
-  y = x.reshape(b, h * w * c) @ table[idx]
+  y = x.reshape(b, h * w * c) @ _gather_kernel(
+      kernel, _unrolled_conv_index(h, w, c, o, kh, kw))
   return y.reshape(b, h, w, o) + bias
 
 
@@ -135,13 +151,9 @@ def _conv_pool_index(w: int, c: int, o: int, kh: int, kw: int
   yi, xi, ci, e, ry, rx, q, oo = np.ix_(
       np.arange(2), np.arange(w), np.arange(c), np.asarray(offs),
       np.arange(2), np.arange(2), np.arange(w // 2), np.arange(o))
-  dy = yi + 2 * e - ry + ph
-  dx = xi - (2 * q + rx) + pw
-  valid = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
-  flat = ((np.clip(dy, 0, kh - 1) * kw + np.clip(dx, 0, kw - 1)) * c + ci
-          ) * o + oo
-  idx = np.where(valid, flat, kh * kw * c * o)
-  return offs, idx.reshape(2 * w * c, -1).astype(np.int32)
+  idx = _kernel_index(yi + 2 * e - ry + ph, xi - (2 * q + rx) + pw, ci, oo,
+                      kh, kw, c, o)
+  return offs, idx.reshape(2 * w * c, -1)
 
 
 def conv_pool_rows(x: jax.Array, kernel: jax.Array, bias: jax.Array
@@ -163,10 +175,9 @@ def conv_pool_rows(x: jax.Array, kernel: jax.Array, bias: jax.Array
   if h % 2 or w % 2:
     raise ValueError(f"conv_pool_rows needs even H and W, got {h} x {w}.")
   offs, idx = _conv_pool_index(w, c, o, kh, kw)
-  table = jnp.concatenate([kernel.reshape(-1), jnp.zeros((1,), kernel.dtype)])
   chunks = h // 2
-  z = (x.reshape(b * chunks, 2 * w * c) @ table[idx]).reshape(
-      b, chunks, len(offs), 4, w // 2 * o)
+  z = x.reshape(b * chunks, 2 * w * c) @ _gather_kernel(kernel, idx)
+  z = z.reshape(b, chunks, len(offs), 4, w // 2 * o)
   y = 0.0
   for k, e in enumerate(offs):   # output chunk t gets z[:, t + e, k]
     lo, hi = max(0, -e), min(chunks, chunks - e)
@@ -174,8 +185,7 @@ def conv_pool_rows(x: jax.Array, kernel: jax.Array, bias: jax.Array
       y = y + jnp.pad(z[:, lo + e:hi + e, k],
                       ((0, 0), (lo, chunks - hi), (0, 0), (0, 0)))
   y = y + jnp.tile(bias, w // 2)
-  y = jnp.maximum(jnp.maximum(y[:, :, 0], y[:, :, 1]),
-                  jnp.maximum(y[:, :, 2], y[:, :, 3]))
+  y = _max4(y[:, :, 0], y[:, :, 1], y[:, :, 2], y[:, :, 3])
   return y.reshape(b, chunks, w // 2, o)
 
 
@@ -292,8 +302,7 @@ class LeNet5(nn.Module):
     """
     params = self.conv2.variables["params"]
     if h.ndim == 5:
-      h = nn.relu(jnp.maximum(jnp.maximum(h[:, 0], h[:, 1]),
-                              jnp.maximum(h[:, 2], h[:, 3])))
+      h = nn.relu(_max4(h[:, 0], h[:, 1], h[:, 2], h[:, 3]))
       y = conv_pool_rows(h, params["kernel"], params["bias"])
       return self._classifier(nn.relu(y))[0]
     h = nn.relu(max_pool_2x2(h))
