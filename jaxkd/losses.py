@@ -3,6 +3,13 @@
 All losses take per-example arrays and a optional `mask` [B] of real rows
 (padding added for sharding has mask 0) and return the masked mean.
 
+`LOSSES` names the training losses a config can pick (`loop.loss`): each
+entry is a factory `factory(*, temperature, kd_weight, ce_weight)` returning
+`loss(logits [B, C], targets [B, C] teacher probs, labels [B], mask [B])`
+(`jaxkd.train.make_loss_fn` builds and caches them). Register more with
+`LOSSES.register(name, factory)`, or name one by import path
+'pkg.mod:factory'.
+
 References:
   Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network, 2015.
   Zagoruyko, Komodakis. Paying More Attention to Attention (AT), ICLR 2017.
@@ -15,6 +22,8 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from jaxkd.registry import Registry
 
 
 def _masked_mean(per_example: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
@@ -130,3 +139,33 @@ def _similarity(f: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
     f = f * mask[:, None].astype(f.dtype)
   g = f @ f.T
   return g / jnp.maximum(jnp.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------- registry --
+
+
+def _kd_factory(temperature, **_):
+  return lambda lo, t, y, m: kd_loss_from_probs(lo, t, temperature, m)
+
+
+def _soft_ce_factory(**_):
+  return lambda lo, t, y, m: soft_cross_entropy(lo, t, m)
+
+
+def _hard_ce_factory(**_):
+  return lambda lo, t, y, m: hard_cross_entropy(lo, y, m)
+
+
+def _mix_factory(temperature, kd_weight, ce_weight):
+  return lambda lo, t, y, m: mixed_kd_loss(
+      lo, t, y, temperature=temperature, kd_weight=kd_weight,
+      ce_weight=ce_weight, mask=m)
+
+
+# Losses by name: factory(*, temperature, kd_weight, ce_weight) ->
+# loss(logits, targets, labels, mask).
+LOSSES = Registry("loss")
+LOSSES.register("kd", _kd_factory)
+LOSSES.register("soft_ce", _soft_ce_factory)
+LOSSES.register("hard_ce", _hard_ce_factory)
+LOSSES.register("mix", _mix_factory)

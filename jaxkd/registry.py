@@ -1,10 +1,19 @@
 """One registry style for every pluggable part of jaxkd.
 
-Strategies, models, losses and optimizers (and datasets) are looked up by
-name in a `Registry`. A name may also be an import path
-`"my_package.my_module:attr"`: the module is imported on first use and
-`attr` is returned (and cached under that name), so a config can name a
-plug-in that lives outside jaxkd without editing jaxkd:
+Strategies (`jaxkd.selection.STRATEGIES`), models (`jaxkd.models.MODELS`),
+datasets (`jaxkd.data.datasets.DATASETS`), losses (`jaxkd.losses.LOSSES`)
+and optimizers (`jaxkd.train.OPTIMIZERS`) are looked up by name in a
+`Registry`. Built-in entries that live in their own modules (one module per
+strategy, model family or file format) register themselves when imported;
+the registry lists those modules as `modules=` and imports them on its first
+lookup.
+
+A name may also be an import path `"my_package.my_module:attr"`: the module
+is imported on first use and `attr` is returned (and cached under that
+name), so a config can name a plug-in that lives outside jaxkd without
+editing jaxkd (dataset names are the exception: `jaxkd.data.datasets`
+resolves its `tfds:` / `npz:` / `idx:` prefixes in front of its registry and
+takes no import path):
 
   >>> from jaxkd.registry import Registry
   >>> colors = Registry("color")

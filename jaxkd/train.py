@@ -93,6 +93,22 @@ OPTIMIZERS.register("sgd", _sgd)
 OPTIMIZERS.register("adam", _adam)
 
 
+def student_optimizer(settings: Any) -> optax.GradientTransformation:
+  """The round loop's student optimizer: `make_optimizer` with a cosine
+  schedule over the run's training steps.
+
+  Args:
+    settings: any object with `optimizer` (a name in `OPTIMIZERS` or an
+      import path), `learning_rate` (> 0) and `train_steps` (the schedule's
+      length), e.g. a `jaxkd.loop.LoopSettings`.
+
+  Returns:
+    The (cached) optax transformation.
+  """
+  return make_optimizer(settings.optimizer, settings.learning_rate,
+                        schedule="cosine", total_steps=settings.train_steps)
+
+
 def create_train_state(model: nn.Module, key: jax.Array, input_shape,
                        tx: optax.GradientTransformation) -> TrainState:
   """Initialises a student for inputs [H, W, C]."""
@@ -109,31 +125,15 @@ def make_loss_fn(kind: str = "kd", *, temperature: float = 4.0,
                  kd_weight: float = 0.9, ce_weight: float = 0.1) -> LossFn:
   """Returns loss(logits, targets [B,C] teacher probs, labels [B], mask [B]).
 
-  kind: a name in `LOSSES`: "kd" (Hinton KD at `temperature`), "soft_ce"
-  (cross-entropy with the teacher's probabilities), "hard_ce" (cross-entropy
-  with `labels`), "mix" (ce_weight CE(labels) + kd_weight KD), or an import
-  path 'pkg.mod:factory'. Cached like `make_optimizer`.
+  kind: a name in `losses.LOSSES`: "kd" (Hinton KD at `temperature`),
+  "soft_ce" (cross-entropy with the teacher's probabilities), "hard_ce"
+  (cross-entropy with `labels`), "mix" (ce_weight CE(labels) + kd_weight KD),
+  or an import path 'pkg.mod:factory'. Cached like `make_optimizer`.
   """
   if kind in ("kd", "mix"):
     check_positive("temperature", temperature)
-  return LOSSES.get(kind)(temperature=temperature, kd_weight=kd_weight,
-                         ce_weight=ce_weight)
-
-
-# Losses by name: factory(*, temperature, kd_weight, ce_weight) ->
-# loss(logits, targets, labels, mask). Register more, or name one by
-# import path.
-LOSSES = Registry("loss")
-LOSSES.register("kd", lambda temperature, **_: (
-    lambda lo, t, y, m: losses.kd_loss_from_probs(lo, t, temperature, m)))
-LOSSES.register("soft_ce", lambda **_: (
-    lambda lo, t, y, m: losses.soft_cross_entropy(lo, t, m)))
-LOSSES.register("hard_ce", lambda **_: (
-    lambda lo, t, y, m: losses.hard_cross_entropy(lo, y, m)))
-LOSSES.register("mix", lambda temperature, kd_weight, ce_weight: (
-    lambda lo, t, y, m: losses.mixed_kd_loss(
-        lo, t, y, temperature=temperature, kd_weight=kd_weight,
-        ce_weight=ce_weight, mask=m)))
+  return losses.LOSSES.get(kind)(temperature=temperature,
+                                kd_weight=kd_weight, ce_weight=ce_weight)
 
 
 # ------------------------------------------------------------------ steps ---

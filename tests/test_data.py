@@ -1,4 +1,4 @@
-"""Tests for jaxkd.data: loaders (on tiny files written here), pools, batches.
+"""Tests for jaxkd.data: loaders (on tiny files written here) and pools.
 
 References are built independently in the tests: IDX headers packed with
 `struct`, CIFAR rows unpacked with explicit loops, CSV rows that encode their
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxkd import data
-from jaxkd.data import local
+from jaxkd.data import idx as local
 from jaxkd.validation import JaxkdError
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -498,26 +498,3 @@ def test_make_pools_deterministic_and_seeded():
 def test_make_pools_errors(kw, phrase):
   with pytest.raises(JaxkdError, match=phrase):
     data.make_pools(_indexed_dataset(), seed=0, **kw)
-
-
-def test_iterate_batches():
-  batches = list(data.iterate_batches(10, 4, 7))
-  assert [len(b) for b in batches] == [4, 4, 2]
-  assert sorted(np.concatenate(batches)) == list(range(10))
-  assert batches[0].dtype == np.int64
-  again = list(data.iterate_batches(10, 4, 7))
-  for x, y in zip(batches, again):
-    np.testing.assert_array_equal(x, y)
-  assert not np.array_equal(np.concatenate(batches), np.arange(10))
-  dropped = list(data.iterate_batches(10, 4, 7, drop_remainder=True))
-  assert [len(b) for b in dropped] == [4, 4]
-  plain = list(data.iterate_batches(5, 2, None))
-  assert [b.tolist() for b in plain] == [[0, 1], [2, 3], [4]]
-  import jax
-  keyed = np.concatenate(list(data.iterate_batches(9, 4, jax.random.key(0))))
-  assert sorted(keyed) == list(range(9))
-  assert list(data.iterate_batches(0, 3, 0)) == []
-  with pytest.raises(JaxkdError, match="batch_size"):
-    data.iterate_batches(10, 0, 0)  # raises at the call, not at next().
-  with pytest.raises(JaxkdError, match="key_or_seed"):
-    data.iterate_batches(10, 2, "seed")

@@ -17,16 +17,25 @@ Built-in names (see `dataset_names()`):
   4,000 / 1,000, 28x28x1.
 * `tfds:<name>`: `tensorflow_datasets.data_source(<name>, data_dir=...)`,
   its train and test splits.
+* `npz:<path.npz>`, `idx:<dir>`: own files (`jaxkd.data.npz`,
+  `jaxkd.data.idx`).
+
+Named loaders live in `DATASETS`, a `jaxkd.registry.Registry` whose
+built-in modules (`jaxkd.data.idx`, `jaxkd.data.cifar`, `jaxkd.data.csv`,
+one per file format) register theirs with `register_dataset` when first
+imported. The `prefix:arg` kinds are resolved in front of the registry
+(`PREFIX_LOADERS`), so `arg` may hold any path.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jaxkd.registry import Registry, load_import_path
 from jaxkd.validation import JaxkdError
 
 DIGIT_CLASS_NAMES = tuple(str(i) for i in range(10))
@@ -164,52 +173,67 @@ def _checked_labels(what: str, y: Any, num_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------- registry --
 
 LoaderFn = Callable[..., Dataset]
-_LOADERS: Dict[str, LoaderFn] = {}
 TFDS_PREFIX = "tfds:"
+
+# Loaders by name: fn(data_dir=None, **options) -> Dataset. The file-format
+# modules listed here register theirs when first needed (`register_dataset`).
+DATASETS = Registry("dataset", modules=(
+    "jaxkd.data.idx", "jaxkd.data.cifar", "jaxkd.data.csv"))
 
 
 def register_dataset(name: str) -> Callable[[LoaderFn], LoaderFn]:
-  """Decorator: registers `fn(data_dir=None, **options) -> Dataset` by name."""
+  """Decorator: registers `fn(data_dir=None, **options) -> Dataset` by name.
+
+  Raises:
+    JaxkdError: `name` is already registered to another function.
+  """
 
   def deco(fn: LoaderFn) -> LoaderFn:
-    if name in _LOADERS and _LOADERS[name] is not fn:
+    if name in DATASETS and DATASETS.get(name) is not fn:
       raise JaxkdError(f"dataset {name!r} is already registered.")
-    _LOADERS[name] = fn
+    DATASETS.register(name, fn)
     return fn
 
   return deco
 
 
-# `prefix:arg` datasets: prefix -> (module, function, what arg is). Lazy, so
-# optional dependencies load only when used.
+# `prefix:arg` datasets, resolved in front of the registry: prefix ->
+# (import path of the loader, what arg is). Imported when used, so optional
+# dependencies load only then.
 PREFIX_LOADERS = {
-    "tfds": ("jaxkd.data.tfds_loader", "load_tfds_dataset", "<name>"),
-    "npz": ("jaxkd.data.files", "load_npz", "<path.npz>"),
-    "idx": ("jaxkd.data.files", "load_idx_dir", "<dir>"),
+    "tfds": ("jaxkd.data.tfds_loader:load_tfds_dataset", "<name>"),
+    "npz": ("jaxkd.data.npz:load_npz", "<path.npz>"),
+    "idx": ("jaxkd.data.idx:load_idx_dir", "<dir>"),
 }
 
 
 def dataset_names() -> Sequence[str]:
   """The registered names, plus the `tfds:<name>`, `npz:<path.npz>` and
   `idx:<dir>` patterns."""
-  return tuple(sorted(_LOADERS)) + tuple(
-      f"{k}:{v[2]}" for k, v in PREFIX_LOADERS.items())
+  return tuple(DATASETS.names()) + tuple(
+      f"{k}:{v[1]}" for k, v in PREFIX_LOADERS.items())
 
 
 def dataset_loader(name: str) -> Tuple[LoaderFn, tuple]:
-  """(loader function, leading positional args) for a dataset name; raises
-  JaxkdError for an unknown one (the message lists the known names)."""
+  """(loader function, leading positional args) for a dataset name.
+
+  `prefix:arg` names (`tfds:`, `npz:`, `idx:`) give the prefix's loader and
+  (arg,); other names are looked up in `DATASETS`.
+
+  Raises:
+    JaxkdError: an unknown name (the message lists the known ones), or a
+      prefix with nothing after it.
+  """
   if not isinstance(name, str):
     raise JaxkdError(f"dataset name must be a string, got {name!r}.")
   prefix, sep, arg = name.partition(":")
   if sep and prefix in PREFIX_LOADERS:
-    import importlib
-    module, fn_name, what = PREFIX_LOADERS[prefix]
+    path, what = PREFIX_LOADERS[prefix]
     if not arg:
       raise JaxkdError(f"dataset {name!r}: write {prefix}:{what}.")
-    return getattr(importlib.import_module(module), fn_name), (arg,)
-  if name in _LOADERS:
-    return _LOADERS[name], ()
+    return load_import_path(path), (arg,)
+  if not sep and name in DATASETS:
+    return DATASETS.get(name), ()
   raise JaxkdError(
       f"unknown dataset {name!r}; known: {', '.join(dataset_names())}.")
 
@@ -228,8 +252,8 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
   Args:
     name: a registered name (`digits`, `mnist`, `fashion_mnist`, `cifar10`,
       `mnist5k`, ...), `tfds:<tfds name>` for `tensorflow_datasets`,
-      `npz:<path.npz>` or `idx:<dir>` for own files
-      (`jaxkd.data.files`).
+      `npz:<path.npz>` or `idx:<dir>` for own files (`jaxkd.data.npz`,
+      `jaxkd.data.idx`).
     data_dir: the folder holding the files (ignored by `digits`; the tfds
       data_dir for `tfds:`).
     **options: loader-specific keyword options, e.g. `seed=`, `num_test=`
@@ -273,7 +297,6 @@ def split_indices(n: int, num_test: int, seed: int
   return perm[num_test:], perm[:num_test]
 
 
-@register_dataset("digits")
 def load_digits_dataset(data_dir: Optional[str] = None, *,
                         test_size: int = 500, seed: int = 0) -> Dataset:
   """scikit-learn's 1,797 handwritten 8x8 digits, as [N, 8, 8, 1] in [0, 1].
@@ -300,3 +323,6 @@ def load_digits_dataset(data_dir: Optional[str] = None, *,
   return Dataset(images[train], labels[train], images[test], labels[test],
                  num_classes=10, name="digits",
                  class_names=DIGIT_CLASS_NAMES)
+
+
+DATASETS.register("digits", load_digits_dataset)

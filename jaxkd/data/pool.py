@@ -1,4 +1,4 @@
-"""Pool builder for active distillation, and a seeded minibatch iterator.
+"""Pool builder for active distillation.
 
 The train split of a `Dataset` is cut into three disjoint parts, as in the
 active-distillation papers:
@@ -20,7 +20,7 @@ References:
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Iterator, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
@@ -187,53 +187,3 @@ def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
                            test=out[9])
   check_overlap(overlap, allow_overlap, f"{dataset.name}: ")
   return Pools(*out, overlap=overlap)
-
-
-def iterate_batches(n: int, batch_size: int, key_or_seed: Any = 0,
-                    drop_remainder: bool = False) -> Iterator[np.ndarray]:
-  """Yields the index arrays of one epoch of minibatches over range(n).
-
-  Args:
-    n: number of examples.
-    batch_size: examples per batch.
-    key_or_seed: an int seed (`np.random.default_rng(seed).permutation`), a
-      `jax.random.key` (`jax.random.permutation(key, n)`), or None for the
-      unshuffled order 0..n-1.
-    drop_remainder: drop the last batch if it is smaller than batch_size
-      (default: yield it, shorter).
-
-  Yields:
-    int64 NumPy index arrays [batch_size] (the last may be shorter). Each
-    index in range(n) appears at most once per epoch.
-
-  Raises:
-    JaxkdError: n < 0, batch_size <= 0 or a bad key_or_seed.
-
-  Example:
-    >>> [b.tolist() for b in iterate_batches(5, 2, None)]
-    [[0, 1], [2, 3], [4]]
-  """
-  n = _count("n", n)
-  if (isinstance(batch_size, bool) or not isinstance(batch_size,
-                                                     (int, np.integer))
-      or batch_size <= 0):
-    raise JaxkdError(f"batch_size must be a positive int, got {batch_size!r}.")
-  batch_size = int(batch_size)
-  if key_or_seed is None:
-    order = np.arange(n, dtype=np.int64)
-  elif isinstance(key_or_seed, (int, np.integer)) and not isinstance(
-      key_or_seed, bool):
-    order = np.random.default_rng(int(key_or_seed)).permutation(n)
-  else:
-    import jax  # only for key input.
-    try:
-      order = np.asarray(jax.random.permutation(key_or_seed, n))
-    except (TypeError, ValueError) as e:
-      raise JaxkdError(
-          f"key_or_seed must be an int seed, a jax.random key or None, got "
-          f"{key_or_seed!r} ({e}).") from e
-  order = order.astype(np.int64)
-  stop = (n // batch_size) * batch_size if drop_remainder else n
-  # Checks above run at the call, not at the first next(): return a generator.
-  return (order[start:start + batch_size]
-          for start in range(0, stop, batch_size))

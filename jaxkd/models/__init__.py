@@ -27,9 +27,12 @@ from jaxkd.models import lenet
 from jaxkd.registry import Registry
 from jaxkd.validation import JaxkdError
 
-# Models by name: factory(num_classes=..., **kwargs) -> nn.Module. Register
-# more with `register_model`, or name one by import path 'pkg.mod:factory'.
-MODELS = Registry("model")
+# Models by name: factory(num_classes=..., **kwargs) -> nn.Module. The small
+# LeNet family is registered here; the larger families register themselves
+# when their module (listed in `modules`) is imported on the first lookup.
+# Register more with `register_model`, or name one by import path
+# 'pkg.mod:factory'.
+MODELS = Registry("model", modules=("jaxkd.models.cifar",))
 MODELS.register("mlp", lenet.MLP)
 MODELS.register("lenet5", lenet.LeNet5)
 MODELS.register("lenet5_half", functools.partial(
@@ -43,14 +46,12 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
 
 def model_names() -> list[str]:
   """Names of all registered models (optional families included)."""
-  _load_optional()
   return MODELS.names()
 
 
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds the registered model `name` (or import path) with `num_classes`
   outputs."""
-  _load_optional()
   factory = MODELS.get(name)
   if not isinstance(num_classes, int) or num_classes < 2:
     raise JaxkdError(f"num_classes must be an int >= 2, got {num_classes!r}.")
@@ -95,24 +96,3 @@ def apply_model(model: nn.Module, variables: Dict[str, Any], x: jax.Array, *,
   out = model.apply(variables, x, train=train, return_features=return_features)
   return out, batch_stats
 
-
-_OPTIONAL_LOADED = False
-
-
-def _load_optional() -> None:
-  """Imports the larger model families lazily and registers them."""
-  global _OPTIONAL_LOADED
-  if _OPTIONAL_LOADED:
-    return
-  _OPTIONAL_LOADED = True
-  import importlib
-  for mod in ("jaxkd.models.cifar",):
-    try:
-      m = importlib.import_module(mod)
-    except ModuleNotFoundError as e:
-      if e.name != mod:
-        raise
-      continue
-    for name, factory in getattr(m, "MODELS", {}).items():
-      if name not in MODELS:
-        MODELS.register(name, factory)

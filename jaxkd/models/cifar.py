@@ -56,6 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxkd import models as _models
 from jaxkd.models.lenet import model_outputs
 from jaxkd.validation import JaxkdError, check_rank
 
@@ -517,7 +518,8 @@ class ShuffleNetV1(nn.Module):
 
 
 # ----------------------------------------------------------------------------
-# Registry entries (picked up lazily by jaxkd.models.get_model)
+# Registry entries (`jaxkd.models.MODELS` imports this module on its first
+# lookup; a name a user registered before that keeps the user's entry)
 # ----------------------------------------------------------------------------
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
@@ -535,3 +537,13 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2": functools.partial(MobileNetV2, expansion=6, width_mult=0.5),
     "shufflenet_v1": ShuffleNetV1,
 }
+
+
+
+def _register() -> None:
+  for name, factory in MODELS.items():
+    if name not in _models.MODELS:
+      _models.register_model(name, factory)
+
+
+_register()

