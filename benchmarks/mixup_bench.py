@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 
 import peers  # noqa: E402
 from jaxkd.models import get_model, init_model  # noqa: E402
-from jaxkd.selection import mixup  # noqa: E402
+from jaxkd.selection import pair_scan as mixup  # noqa: E402
 
 K = 100
 TORCH_BLOCK_PAIRS = 64

@@ -2,8 +2,9 @@
 
 Small read-only helpers for notebooks and reports. They read a
 `TeacherOracle`'s ledger (`oracle.entries`), never pay, and rebuild the
-queried images: pool rows as they are, mixup rows from their recipe
-x_ij(lam) = lam x_i + (1 - lam) x_j (Active Mixup, Wang et al., CVPR 2020).
+queried images with `jaxkd.ledger.entry_image`: pool rows as they are,
+mixup rows from their recipe x_ij(lam) = lam x_i + (1 - lam) x_j (Active
+Mixup, Wang et al., CVPR 2020).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jaxkd.ledger import entry_image
 from jaxkd.validation import JaxkdError, is_int
 
 
@@ -58,16 +60,14 @@ def paid_in_round(oracle, round: int, kind: Optional[str] = None
   pool = np.asarray(oracle.pool_images, np.float32)
   rows = [e for e in oracle.entries(kind=kind, max_round=round)
           if e["round"] == round and e["kind"] in ("pool", "mixup")]
-  images, idx, pairs, lams = [], [], [], []
+  images = [entry_image(pool, e) for e in rows]
+  idx, pairs, lams = [], [], []
   for e in rows:
     if e["kind"] == "pool":
-      images.append(pool[e["pool_index"]])
       idx.append(e["pool_index"])
       pairs.append((-1, -1))
       lams.append(np.nan)
     else:
-      lam = np.float32(e["lam"])
-      images.append(lam * pool[e["i"]] + (1 - lam) * pool[e["j"]])
       idx.append(-1)
       pairs.append((e["i"], e["j"]))
       lams.append(float(e["lam"]))

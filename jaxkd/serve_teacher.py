@@ -1,8 +1,9 @@
 """Serves a teacher over HTTP: `python -m jaxkd.serve_teacher --checkpoint DIR`.
 
 Stands up the paid black-box teacher the active-distillation papers assume,
-in one command, from the teacher a jaxkd job saved (`workdir/teacher/`, an
-orbax checkpoint whose metadata names the model):
+in one command, from the teacher a jaxkd job saved (`workdir/teacher/`, a
+`jaxkd.teacher_training.save_teacher` folder: an orbax checkpoint of the
+variables and `teacher.json` naming the model):
 
   python -m jaxkd.serve_teacher --checkpoint runs/digits/teacher --port 8765
   # serving on http://127.0.0.1:8765
@@ -23,14 +24,11 @@ client (the protocol is in that module's docstring). The server
   * checks every request before running the model (size, type, shape,
     NaN/inf): 400/413/415 with a one-line reason, nothing counted.
 
-`make_server(predict_fn, host, port, faults=...)` is the same server around
-any NumPy function, with fault injection for tests: `faults` maps the n-th
-POST (1-based) to "drop" (answer computed, cached and counted, connection
-closed unanswered), "drop_before" (closed before computing), a status code
-"500" / "503" / "429" / "400" (optionally ":<Retry-After>", e.g. "429:0.1"),
-"slow:<seconds>" (sleeps before handling), or a corrupt answer: "nan",
-"shape" (one class), "batch" (one row short), "scale" (doubled),
-"garbage" (not `.npy`).
+`make_server(predict_fn, host, port)` is the same server around any NumPy
+function. A POST is handled in two steps, `TeacherHandler.answer_request`
+(decode, check, answer from the cache or the model) and `reply` (encode
+and send), so a subclass can act between them (the tests' fault-injecting
+server, tests/faulty_teacher_server.py).
 """
 
 from __future__ import annotations
@@ -67,109 +65,8 @@ def _softmax(z):
   return e / e.sum(1, keepdims=True)
 
 
-class TeacherServer(http.server.ThreadingHTTPServer):
-  """A `ThreadingHTTPServer` holding the model, the cache and the counts."""
-
-  daemon_threads = True
-
-  def __init__(self, addr, predict_fn: PredictFn, *, faults=None,
-               output: str = "logits", formats: Sequence[str] = ("npy", "json"),
-               input_shape: Optional[Sequence[int]] = None,
-               info: Optional[dict] = None, max_body: int = MAX_BODY,
-               verbose: bool = False):
-    super().__init__(addr, _Handler)
-    if output not in ("logits", "probs"):
-      raise ValueError(f"output must be 'logits' or 'probs', got {output!r}.")
-    self.predict_fn = predict_fn
-    self.faults = {int(k): str(v) for k, v in (faults or {}).items()}
-    self.output = output
-    self.formats = tuple(formats)
-    self.input_shape = None if input_shape is None else tuple(input_shape)
-    self.info = dict(info or {})
-    self.max_body = int(max_body)
-    self.verbose = verbose
-    self.lock = threading.Lock()        # counts, cache, in-flight
-    self.model_lock = threading.Lock()  # one model call at a time
-    self.cache: Dict[str, tuple] = {}   # key -> (images digest, logits)
-    self.inflight: Dict[str, threading.Event] = {}
-    self.answered_keys: Dict[str, int] = {}  # key -> images answered
-    self.requests = 0
-    self.answered_images = 0
-    self.replays = 0
-    self._thread = None
-
-  @property
-  def url(self) -> str:
-    host, port = self.server_address[:2]
-    return f"http://{host}:{port}"
-
-  def stats(self) -> dict:
-    with self.lock:
-      return {"answered_images": self.answered_images,
-              "requests": self.requests, "keys": len(self.answered_keys),
-              "replays": self.replays}
-
-  def start(self) -> "TeacherServer":
-    """Serves in a daemon thread; returns self."""
-    self._thread = threading.Thread(target=self.serve_forever,
-                                    kwargs={"poll_interval": 0.05},
-                                    daemon=True)
-    self._thread.start()
-    return self
-
-  def close(self) -> None:
-    self.shutdown()
-    self.server_close()
-
-  # ------------------------------------------------------------- answers --
-
-  def answer(self, key: Optional[str], images: np.ndarray) -> tuple:
-    """(logits [B, C], replayed) for `images` under `key`: computed and
-    counted once per key, from the cache afterwards."""
-    digest = images_digest(images)
-    if key is None:
-      return self._compute(None, images), False
-    while True:
-      with self.lock:
-        if key in self.cache:
-          old, logits = self.cache[key]
-          if old != digest:
-            raise _BadRequest(422, f"Idempotency-Key {key!r} was used for "
-                              "other images; use a new key.")
-          self.replays += 1
-          return logits, True
-        event = self.inflight.get(key)
-        if event is None:
-          self.inflight[key] = threading.Event()
-          break
-      event.wait()  # the same key is being computed: wait for its answer
-    try:
-      logits = self._compute(key, images)
-      with self.lock:
-        self.cache[key] = (digest, logits)
-    finally:
-      with self.lock:
-        self.inflight.pop(key).set()
-    return logits, False
-
-  def _compute(self, key, images):
-    with self.model_lock:
-      try:
-        out = np.asarray(self.predict_fn(images), np.float32)
-      except (ValueError, TypeError) as e:  # the images do not fit the model
-        raise _BadRequest(400, f"the model refused the images: "
-                          f"{' '.join(str(e).split())[:200]}") from None
-    if out.ndim != 2 or len(out) != len(images):
-      raise RuntimeError(f"predict_fn returned shape {out.shape} for "
-                         f"{len(images)} images")
-    with self.lock:
-      self.answered_images += len(images)
-      if key is not None:
-        self.answered_keys[key] = len(images)
-    return out
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
+class TeacherHandler(http.server.BaseHTTPRequestHandler):
+  """GET /stats and /info; POST images -> answers (see the module doc)."""
   server: TeacherServer
   server_version = "jaxkd-teacher/1"
 
@@ -248,62 +145,170 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     return images, fmt
 
   def do_POST(self):
-    s = self.server
-    with s.lock:
-      s.requests += 1
-      n = s.requests
-    fault = s.faults.get(n, "")
-    kind, _, arg = fault.partition(":")
-    if kind == "slow":
-      time.sleep(float(arg))
-    if kind == "drop_before":
-      self.close_connection = True
-      return
-    if kind.isdigit():
-      hdrs = {"Retry-After": arg} if arg else None
-      return self._error(int(kind), f"injected fault on request {n}", hdrs)
+    self.server.count_request()
+    answer = self.answer_request()
+    if answer is not None:
+      logits, fmt, replayed = answer
+      self.reply(self.output(logits), fmt, replayed)
+
+  def answer_request(self) -> Optional[tuple]:
+    """(logits [B, C], request format, replayed) for this POST; None once
+    the error for a refused request or a failed model is sent."""
     try:
       images, fmt = self._read_images()
       key = self.headers.get("Idempotency-Key") or None
-      logits, replayed = s.answer(key, images)
+      logits, replayed = self.server.answer(key, images)
     except _BadRequest as e:
-      return self._error(e.status, e.msg)
+      self._error(e.status, e.msg)
+      return None
     except Exception as e:  # noqa: BLE001 - the model failed: 500, retried
-      return self._error(500, f"{type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]}")
-    if kind == "drop":  # computed, cached, counted: then the line breaks
-      self.close_connection = True
-      return
+      self._error(500, f"{type(e).__name__}: "
+                  f"{' '.join(str(e).split())[:200]}")
+      return None
+    return logits, fmt, replayed
+
+  def output(self, logits: np.ndarray) -> np.ndarray:
+    """[B, C] float32 answer: the logits, or their softmax for a "probs"
+    server."""
+    s = self.server
     out = _softmax(logits.astype(np.float64)) if s.output == "probs" \
         else logits
-    out = out.astype(np.float32)
-    if kind == "nan":
-      out = out.copy()
-      out[-1, 0] = np.nan
-    elif kind == "shape":
-      out = out[:, :1]
-    elif kind == "batch":
-      out = out[:-1]
-    elif kind == "scale":
-      out = out * 2
-    headers = {OUTPUT_HEADER: s.output}
+    return out.astype(np.float32)
+
+  def reply_headers(self, replayed: bool) -> dict:
+    headers = {OUTPUT_HEADER: self.server.output}
     if replayed:
       headers["Idempotent-Replayed"] = "true"
-    if kind == "garbage":
-      return self._send(200, b"not an npy file", NPY, headers)
+    return headers
+
+  def reply(self, out: np.ndarray, fmt: str, replayed: bool):
+    """Sends the answer `out` [B, C] in the request's format ("npy" or
+    "json")."""
+    headers = self.reply_headers(replayed)
     if fmt == "npy":
       return self._send(200, encode_npy(out), NPY, headers)
-    self._json(200, {s.output: out.tolist()}, headers)
+    self._json(200, {self.server.output: out.tolist()}, headers)
+
+
+class TeacherServer(http.server.ThreadingHTTPServer):
+  """A `ThreadingHTTPServer` holding the model, the cache and the counts;
+  its requests are handled by the class attribute `handler`."""
+
+  daemon_threads = True
+  handler = TeacherHandler
+
+  def __init__(self, addr, predict_fn: PredictFn, *,
+               output: str = "logits", formats: Sequence[str] = ("npy", "json"),
+               input_shape: Optional[Sequence[int]] = None,
+               info: Optional[dict] = None, max_body: int = MAX_BODY,
+               verbose: bool = False):
+    super().__init__(addr, self.handler)
+    if output not in ("logits", "probs"):
+      raise ValueError(f"output must be 'logits' or 'probs', got {output!r}.")
+    self.predict_fn = predict_fn
+    self.output = output
+    self.formats = tuple(formats)
+    self.input_shape = None if input_shape is None else tuple(input_shape)
+    self.info = dict(info or {})
+    self.max_body = int(max_body)
+    self.verbose = verbose
+    self.lock = threading.Lock()        # counts, cache, in-flight
+    self.model_lock = threading.Lock()  # one model call at a time
+    self.cache: Dict[str, tuple] = {}   # key -> (images digest, logits)
+    self.inflight: Dict[str, threading.Event] = {}
+    self.answered_keys: Dict[str, int] = {}  # key -> images answered
+    self.requests = 0
+    self.answered_images = 0
+    self.replays = 0
+    self._thread = None
+
+  @property
+  def url(self) -> str:
+    host, port = self.server_address[:2]
+    return f"http://{host}:{port}"
+
+  def count_request(self) -> int:
+    """Counts one POST; returns its number (1-based)."""
+    with self.lock:
+      self.requests += 1
+      return self.requests
+
+  def stats(self) -> dict:
+    with self.lock:
+      return {"answered_images": self.answered_images,
+              "requests": self.requests, "keys": len(self.answered_keys),
+              "replays": self.replays}
+
+  def start(self) -> "TeacherServer":
+    """Serves in a daemon thread; returns self."""
+    self._thread = threading.Thread(target=self.serve_forever,
+                                    kwargs={"poll_interval": 0.05},
+                                    daemon=True)
+    self._thread.start()
+    return self
+
+  def close(self) -> None:
+    self.shutdown()
+    self.server_close()
+
+  # ------------------------------------------------------------- answers --
+
+  def answer(self, key: Optional[str], images: np.ndarray) -> tuple:
+    """(logits [B, C], replayed) for `images` under `key`: computed and
+    counted once per key, from the cache afterwards."""
+    digest = images_digest(images)
+    if key is None:
+      return self._compute(None, images), False
+    while True:
+      with self.lock:
+        if key in self.cache:
+          old, logits = self.cache[key]
+          if old != digest:
+            raise _BadRequest(422, f"Idempotency-Key {key!r} was used for "
+                              "other images; use a new key.")
+          self.replays += 1
+          return logits, True
+        event = self.inflight.get(key)
+        if event is None:
+          self.inflight[key] = threading.Event()
+          break
+      event.wait()  # the same key is being computed: wait for its answer
+    try:
+      logits = self._compute(key, images)
+      with self.lock:
+        self.cache[key] = (digest, logits)
+    finally:
+      with self.lock:
+        self.inflight.pop(key).set()
+    return logits, False
+
+  def _compute(self, key, images):
+    with self.model_lock:
+      try:
+        out = np.asarray(self.predict_fn(images), np.float32)
+      except (ValueError, TypeError) as e:  # the images do not fit the model
+        raise _BadRequest(400, f"the model refused the images: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+    if out.ndim != 2 or len(out) != len(images):
+      raise RuntimeError(f"predict_fn returned shape {out.shape} for "
+                         f"{len(images)} images")
+    with self.lock:
+      self.answered_images += len(images)
+      if key is not None:
+        self.answered_keys[key] = len(images)
+    return out
+
+
 
 
 def make_server(predict_fn: PredictFn, host: str = "127.0.0.1", port: int = 0,
-                faults: Optional[Dict[int, str]] = None, **kw) -> TeacherServer:
+                **kw) -> TeacherServer:
   """A (not yet serving) `TeacherServer` around `predict_fn(images [B, ...]
   float32) -> logits [B, C]`; port 0 picks a free port (`server.url`). Call
   `.start()` to serve in a thread, or `.serve_forever()`. Keyword options:
   output ("logits" | "probs"), formats, input_shape, info, max_body,
   verbose."""
-  return TeacherServer((host, int(port)), predict_fn, faults=faults, **kw)
+  return TeacherServer((host, int(port)), predict_fn, **kw)
 
 
 # ------------------------------------------------------------ the model ---
@@ -314,15 +319,30 @@ def load_teacher(checkpoint: str, *, model: Optional[str] = None,
                  input_shape: Optional[Sequence[int]] = None):
   """(predict_fn, info, input_shape) for the teacher a jaxkd job saved.
 
-  `checkpoint` is the teacher's orbax directory (`workdir/teacher`) or the
-  workdir holding it. The model name, number of classes and input shape come
-  from the checkpoint's metadata; older checkpoints without them need
-  `model` / `num_classes` (and the input shape is then not checked).
-  """
-  import orbax.checkpoint as ocp
+  Args:
+    checkpoint: the saved teacher's folder (`workdir/teacher`) or the
+      workdir holding it.
+    model: model name, for a checkpoint that does not record it.
+    num_classes: number of classes, likewise.
+    input_shape: (H, W, C) the server checks requests against; default the
+      recorded one.
 
-  from jaxkd import train
-  from jaxkd.models import get_model
+  Returns:
+    predict_fn(images [B, H, W, C]) -> logits [B, C]; info (model,
+    num_classes, checkpoint, step, accuracy) for GET /info; the input shape
+    (None when not recorded: requests are then not checked).
+
+  A folder with `teacher.json` (what `jaxkd.teacher_training.save_teacher`
+  and the job write) is loaded by `teacher_training.load_teacher`, and
+  `model` / `num_classes` may only repeat what it records. An older orbax
+  checkpoint without `teacher.json` is read by `_load_orbax_only`: its
+  metadata names the model, or `model` / `num_classes` must.
+
+  Raises:
+    JaxkdError: no checkpoint there, an unreadable one, or a model that is
+      not recorded or disagrees with `model` / `num_classes`.
+  """
+  from jaxkd import teacher_training, train
   from jaxkd.validation import JaxkdError
 
   path = os.path.abspath(checkpoint)
@@ -331,6 +351,41 @@ def load_teacher(checkpoint: str, *, model: Optional[str] = None,
   if not os.path.isdir(path):
     raise JaxkdError(f"no teacher checkpoint at {checkpoint} (expected the "
                      "workdir/teacher directory a jaxkd job writes).")
+  if os.path.isfile(os.path.join(path, teacher_training.TEACHER_JSON)):
+    net, variables, meta = teacher_training.load_teacher(path)
+    name, classes = meta["model"], int(meta["num_classes"])
+    if (model or name) != name or int(num_classes or classes) != classes:
+      raise JaxkdError(
+          f"{path} holds a {name!r} teacher with {classes} classes "
+          f"({teacher_training.TEACHER_JSON}); --model / --num-classes "
+          "cannot change it.")
+    shape = input_shape or meta["input_shape"]
+    step, accuracy = 0, meta["accuracy"]  # save_teacher writes step 0
+  else:
+    net, variables, meta, step = _load_orbax_only(path, model, num_classes)
+    name, classes = meta["model"], meta["num_classes"]
+    shape, accuracy = input_shape or meta.get("input_shape"), meta.get(
+        "accuracy")
+
+  def predict_fn(images):
+    return train.predict(net, variables, images)
+
+  info = {"model": name, "num_classes": int(classes), "checkpoint": path,
+          "step": int(step), "accuracy": accuracy}
+  return predict_fn, info, (tuple(shape) if shape else None)
+
+
+def _load_orbax_only(path: str, model: Optional[str],
+                     num_classes: Optional[int]):
+  """(module, variables, meta, step) of a teacher checkpoint written before
+  `teacher.json`: the state restored without a target (its params and
+  batch_stats kept), the model named by `model` or the metadata's
+  config.model, the classes by `num_classes` or its num_classes."""
+  import orbax.checkpoint as ocp
+
+  from jaxkd.models import get_model
+  from jaxkd.validation import JaxkdError
+
   mngr = ocp.CheckpointManager(path)
   step = mngr.latest_step()
   if step is None:
@@ -348,22 +403,15 @@ def load_teacher(checkpoint: str, *, model: Optional[str] = None,
   state, meta = out["state"], dict(out["meta"] or {})
   name = model or (meta.get("config") or {}).get("model")
   classes = num_classes or meta.get("num_classes")
-  shape = input_shape or meta.get("input_shape")
   if not name or not classes:
     raise JaxkdError(f"{path} does not record the teacher's "
                      f"{'model name' if not name else 'number of classes'}; "
                      "pass --model NAME --num-classes N.")
-  net = get_model(name, int(classes))
   variables = {"params": state["params"]}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
-
-  def predict_fn(images):
-    return train.predict(net, variables, images)
-
-  info = {"model": name, "num_classes": int(classes), "checkpoint": path,
-          "step": int(step), "accuracy": meta.get("accuracy")}
-  return predict_fn, info, (tuple(shape) if shape else None)
+  meta.update(model=name, num_classes=int(classes))
+  return get_model(name, int(classes)), variables, meta, step
 
 
 def main(argv=None) -> None:
@@ -371,8 +419,8 @@ def main(argv=None) -> None:
       prog="python -m jaxkd.serve_teacher",
       description="Serve a saved jaxkd teacher over HTTP (see module doc).")
   p.add_argument("--checkpoint", required=True,
-                 help="the teacher's orbax directory (workdir/teacher) or "
-                 "the workdir")
+                 help="the saved teacher's folder (workdir/teacher) or the "
+                 "workdir")
   p.add_argument("--host", default="127.0.0.1")
   p.add_argument("--port", type=int, default=0, help="0 picks a free port")
   p.add_argument("--model", default=None,

@@ -1,4 +1,4 @@
-"""The teacher as a paid query oracle with a durable SQLite ledger.
+"""The teacher as a paid query oracle over a durable ledger.
 
 Every teacher answer costs money, so `TeacherOracle`:
   * counts queries and refuses, before calling the teacher, any query that
@@ -6,10 +6,10 @@ Every teacher answer costs money, so `TeacherOracle`:
   * never pays twice for the same item: a pool index (or a synthetic image
     key such as a mixup pair and lambda) already in the ledger is answered
     from the ledger for free;
-  * writes each answered batch to SQLite (WAL mode, synchronous=FULL, one
-    transaction per teacher batch) *before* returning it, so a killed run
-    loses at most the batch in flight and a reopened ledger restores every
-    answer and the spent budget exactly;
+  * writes each answered batch to its `jaxkd.ledger.Ledger` (SQLite, one
+    durable transaction per teacher batch) *before* returning it, so a
+    killed run loses at most the batch in flight and a reopened ledger
+    restores every answer and the spent budget exactly;
   * writes its intent ahead: before each teacher call the batch's keys are
     committed as *pending* under a request id; the answers and the clearing
     of that mark are one transaction. A run killed between the call and the
@@ -22,9 +22,13 @@ Every teacher answer costs money, so `TeacherOracle`:
     resumed run refuses a ledger that is missing, empty, shorter or
     different instead of paying again.
 
+The store, its schema and the item recipes (keys, mixup rebuilds) live in
+`jaxkd.ledger`; this module holds the policy: budget, batching, the teacher
+call and the answer format.
+
 The teacher is any `fn(images [B, H, W, C]) -> logits [B, C]`: a trained Flax
-model (`flax_teacher_fn`) or a remote black box. A teacher fn with the
-attribute `accepts_request_id = True` is called as
+model (`flax_teacher_fn`) or a remote black box (`jaxkd.http_teacher`). A
+teacher fn with the attribute `accepts_request_id = True` is called as
 `fn(images, request_id=str)`; the id ('<ledger uuid>-<request>') is unique
 across ledgers and repeated only when the same batch is re-sent. Answers
 are stored as float32 probabilities (softmax of the logits), or as one-hot
@@ -33,89 +37,17 @@ vectors when the teacher only gives hard labels (`hard_labels=True`).
 
 from __future__ import annotations
 
-import hashlib
-import os
-import uuid
-
-try:
-  import fcntl
-except ImportError:  # not POSIX: no cross-process lock
-  fcntl = None
-import sqlite3
-import time
-from typing import (Callable, Iterable, List, NamedTuple, Optional,
-                    Sequence, Tuple, Union)
+from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from jaxkd.ledger import (RESERVED_PREFIXES, Ledger, LedgerFingerprint,
+                          PendingRequest, canonical_pair, fingerprint,
+                          mixup_images, mixup_key, pool_key, round_lam)
 from jaxkd.validation import (BudgetExceededError, JaxkdError, check_finite,
                               check_rank, is_int)
 
 TeacherFn = Callable[[np.ndarray], np.ndarray]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS answers (
-  key TEXT PRIMARY KEY,        -- 'p:<index>' or 'mix:<i>:<j>:<lam>' or custom
-  kind TEXT NOT NULL,          -- 'pool' | 'mixup' | 'image'
-  pool_index INTEGER,          -- pool index for kind 'pool'
-  i INTEGER, j INTEGER, lam REAL,  -- mixup pair and lambda
-  round INTEGER NOT NULL,      -- active-learning round that paid for it
-  seq INTEGER NOT NULL,        -- order of payment
-  batch INTEGER NOT NULL,      -- request number of the teacher call (one
-                               -- transaction each)
-  created REAL NOT NULL,
-  probs BLOB NOT NULL          -- float32 [num_classes]
-);
-CREATE TABLE IF NOT EXISTS pending (  -- write-ahead intent of a teacher call
-  key TEXT PRIMARY KEY,
-  request INTEGER NOT NULL,    -- request number (the answers' batch)
-  pos INTEGER NOT NULL,        -- position in the request's batch
-  round INTEGER NOT NULL,
-  created REAL NOT NULL
-);
-"""
-
-# Key prefixes the oracle builds itself; `query_images` keys may not use them.
-RESERVED_PREFIXES = ("p:", "mix:")
-
-
-class LedgerFingerprint(NamedTuple):
-  """`rows` paid answers whose keys, in payment order, hash to `digest`
-  (sha256 hex over 'key\\n' per row)."""
-  rows: int
-  digest: str
-
-
-class PendingRequest(NamedTuple):
-  """A teacher call whose answers were never committed: `keys` in batch
-  order, sent (or about to be sent) as `request_id` in `round`."""
-  request: int
-  request_id: str
-  round: int
-  keys: Tuple[str, ...]
-
-
-def keys_digest(keys: Iterable[str]) -> str:
-  """Running sha256 over ledger keys in payment order."""
-  h = hashlib.sha256()
-  for k in keys:
-    h.update(k.encode() + b"\n")
-  return h.hexdigest()
-
-
-def pool_key(index: int) -> str:
-  return f"p:{int(index)}"
-
-
-def mixup_key(i: int, j: int, lam: float) -> str:
-  """Ledger key of lam x_i + (1 - lam) x_j, canonical: (j, i, 1 - lam) is the
-  same image and gets the same key."""
-  if i == j:
-    raise JaxkdError(f"mixup pair needs two distinct indices, got ({i}, {j}).")
-  if i > j:
-    i, j, lam = j, i, 1.0 - float(lam)
-  return f"mix:{int(i)}:{int(j)}:{float(lam):.6f}"
 
 
 def flax_teacher_fn(model, variables, *, batch_size: int = 1024) -> TeacherFn:
@@ -131,46 +63,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   z = logits - logits.max(axis=1, keepdims=True)
   e = np.exp(z)
   return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def fingerprint(images: np.ndarray) -> str:
-  """A short hash of the pool, so a ledger is never reused on other data."""
-  arr = np.ascontiguousarray(images, np.float32)
-  h = hashlib.sha256(str(arr.shape).encode())
-  h.update(arr.tobytes())
-  return h.hexdigest()[:16]
-
-
-def _lock_ledger(ledger_path: str):
-  """Exclusive advisory lock on `<ledger>.lock` for this oracle's lifetime.
-
-  Two processes sharing one ledger could both pay the teacher for the same
-  point before either commits; the second oracle on a ledger is refused
-  instead. The kernel drops the lock when its process dies (even by
-  SIGKILL), so a killed run can always be resumed.
-  """
-  if fcntl is None:
-    return None
-  fh = open(ledger_path + ".lock", "a+")
-  try:
-    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    fh.close()
-    raise JaxkdError(
-        f"Ledger {ledger_path} is in use by another TeacherOracle (another "
-        "process, or an oracle in this one that was not closed). Close it or "
-        "wait for that run to finish; sharing a ledger could pay twice.")
-  return fh
-
-
-RECOVERY = ("restore it from a backup, or rerun from round 0 in a new run "
-            "directory (which pays the teacher again for the lost answers)")
-
-
-def ledger_error(path: str, what: str) -> JaxkdError:
-  """The one-line error for a ledger that cannot be trusted."""
-  return JaxkdError(f"Ledger {path} {what}; nothing was paid. To recover, "
-                    f"{RECOVERY}.")
 
 
 class TeacherOracle:
@@ -189,6 +81,9 @@ class TeacherOracle:
     must_exist: the ledger must already exist and hold its metadata (a run
       directory with checkpoints): a missing or empty file is refused
       instead of being taken for a new ledger.
+
+  Attributes:
+    ledger: the `jaxkd.ledger.Ledger` that stores the paid answers.
 
   Accessors: counters are properties (`spent`, `remaining`, `budget`,
   `unpaid_forwards`, `num_classes`); reads of ledger rows are methods, most
@@ -211,86 +106,30 @@ class TeacherOracle:
     self.budget = int(budget)
     self.hard_labels = bool(hard_labels)
     self.batch_size = int(batch_size)
-    self.ledger_path = os.path.abspath(ledger_path)
     self.unpaid_forwards = 0  # teacher forwards that were not paid queries
-    self.num_classes: Optional[int] = None
-    self._db = self._lock = None
-    if must_exist and not (os.path.exists(self.ledger_path)
-                           and os.path.getsize(self.ledger_path) > 0):
-      raise ledger_error(self.ledger_path,
-                         "is missing or empty but this run has checkpoints: "
-                         "it is not taken for a new ledger")
-    os.makedirs(os.path.dirname(self.ledger_path), exist_ok=True)
-    self._lock = _lock_ledger(self.ledger_path)
-    try:
-      self._open(must_exist)
-    except sqlite3.DatabaseError as e:
-      self.close()
-      raise ledger_error(self.ledger_path, f"cannot be read ({e})") from None
-    except BaseException:
-      self.close()
-      raise
+    self.ledger = Ledger(ledger_path, pool=fingerprint(self.pool_images),
+                         budget=self.budget, hard_labels=self.hard_labels,
+                         must_exist=must_exist)
 
-  def _open(self, must_exist: bool):
-    self._db = sqlite3.connect(self.ledger_path, isolation_level=None)
-    if must_exist:
-      tables = {r[0] for r in self._db.execute(
-          "SELECT name FROM sqlite_master WHERE type='table'")}
-      if "meta" not in tables or not self._db.execute(
-          "SELECT COUNT(*) FROM meta").fetchone()[0]:
-        raise ledger_error(self.ledger_path,
-                           "is empty but this run has checkpoints: it is not "
-                           "taken for a new ledger")
-    self._db.execute("PRAGMA journal_mode=WAL")
-    self._db.execute("PRAGMA synchronous=FULL")
-    self._db.executescript(_SCHEMA)
-    self._check_meta()
-    self._cache = {}
-    self._rounds = {}
-    self._keys: List[str] = []  # payment order
-    self._hash = hashlib.sha256()  # running digest of self._keys
-    for key, rnd, blob in self._db.execute(
-        "SELECT key, round, probs FROM answers ORDER BY seq"):
-      self._remember(key, rnd, np.frombuffer(blob, np.float32).copy())
-    if self._cache:
-      self.num_classes = len(next(iter(self._cache.values())))
-    self._seq = len(self._cache)
-    self._request = self._db.execute(
-        "SELECT MAX(COALESCE((SELECT MAX(batch) FROM answers), -1), "
-        "COALESCE((SELECT MAX(request) FROM pending), -1)) + 1").fetchone()[0]
+  # ---------------------------------------------------- ledger accessors --
 
-  def _remember(self, key, rnd, probs):
-    self._cache[key] = probs
-    self._rounds[key] = int(rnd)
-    self._keys.append(key)
-    self._hash.update(key.encode() + b"\n")
+  @property
+  def ledger_path(self) -> str:
+    return self.ledger.ledger_path
 
-  # --------------------------------------------------------------- state --
+  @property
+  def ledger_id(self) -> str:
+    return self.ledger.ledger_id
 
-  def _check_meta(self):
-    want = {"pool": fingerprint(self.pool_images), "budget": str(self.budget),
-            "hard_labels": str(int(self.hard_labels))}
-    have = dict(self._db.execute("SELECT key, value FROM meta"))
-    if have:
-      for k, v in want.items():
-        if have.get(k) != v:
-          raise JaxkdError(
-              f"Ledger {self.ledger_path} was written for {k}={have.get(k)!r},"
-              f" not {v!r}: refusing to mix answers from different runs. Use "
-              "a new run directory or the original settings.")
-    if "ledger_id" not in have:  # unique prefix of this ledger's request ids
-      want["ledger_id"] = uuid.uuid4().hex
-      with self._db:
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                             want.items())
-      have = dict(self._db.execute("SELECT key, value FROM meta"))
-    self.ledger_id = have["ledger_id"]
+  @property
+  def num_classes(self) -> Optional[int]:
+    """Answer width C, None while the ledger is empty."""
+    return self.ledger.num_classes
 
   @property
   def spent(self) -> int:
     """Number of paid teacher answers so far (persisted in the ledger)."""
-    return len(self._cache)
+    return len(self.ledger)
 
   @property
   def remaining(self) -> int:
@@ -298,27 +137,17 @@ class TeacherOracle:
 
   def queried_indices(self, max_round: Optional[int] = None) -> np.ndarray:
     """Sorted pool indices paid for (in rounds <= max_round if given)."""
-    out = [int(k[2:]) for k, r in self._rounds.items() if k.startswith("p:")
-           and (max_round is None or r <= max_round)]
-    return np.asarray(sorted(out), np.int64)
+    return self.ledger.queried_indices(max_round)
 
   def entries(self, kind: Optional[str] = None,
               max_round: Optional[int] = None):
     """Ledger rows as dicts (key, kind, pool_index, i, j, lam, round, probs),
     in payment order."""
-    rows = self._db.execute(
-        "SELECT key, kind, pool_index, i, j, lam, round, probs FROM answers "
-        "ORDER BY seq").fetchall()
-    out = []
-    for key, knd, idx, i, j, lam, rnd, blob in rows:
-      if (kind is None or knd == kind) and (max_round is None or rnd <= max_round):
-        out.append(dict(key=key, kind=knd, pool_index=idx, i=i, j=j, lam=lam,
-                        round=rnd, probs=np.frombuffer(blob, np.float32).copy()))
-    return out
+    return self.ledger.entries(kind=kind, max_round=max_round)
 
   def is_paid(self, keys: Iterable[str]) -> np.ndarray:
     """[k] bool: which ledger keys are paid."""
-    return np.asarray([k in self._cache for k in keys], bool)
+    return self.ledger.is_paid(keys)
 
   def paid_answers(self, items: Sequence[Union[int, str]]) -> np.ndarray:
     """Ledger answers [k, C] of already-paid items: pool indices (ints) or
@@ -333,52 +162,35 @@ class TeacherOracle:
       else:
         raise JaxkdError(f"paid_answers takes pool indices or ledger keys, "
                          f"got {it!r}.")
-    missing = [k for k in keys if k not in self._cache]
+    missing = [k for k in keys if k not in self.ledger]
     if missing:
       raise JaxkdError(
           f"{len(missing)} of {len(keys)} answers (e.g. {missing[0]}) are not "
           f"in ledger {self.ledger_path}; paid_answers never pays.")
-    if not keys:
-      return np.zeros((0, self.num_classes or 0), np.float32)
-    return np.stack([self._cache[k] for k in keys])
+    return self.ledger.answers(keys)
 
   def fingerprint(self, rows: Optional[int] = None) -> LedgerFingerprint:
     """(rows, sha256 of the first `rows` keys in payment order); default all
     rows. The round loop stores it in each checkpoint and a resume checks
     that the ledger still starts with those rows."""
-    if rows is None:
-      return LedgerFingerprint(len(self._keys), self._hash.hexdigest())
-    rows = int(rows)
-    if not 0 <= rows <= len(self._keys):
-      raise JaxkdError(f"the ledger has {len(self._keys)} rows, not {rows}.")
-    return LedgerFingerprint(rows, keys_digest(self._keys[:rows]))
+    return self.ledger.fingerprint(rows)
 
   def request_id(self, request: int) -> str:
     """The id a teacher sees for request number `request`: unique across
     ledgers, repeated only when the same batch is re-sent."""
-    return f"{self.ledger_id}-{int(request)}"
+    return self.ledger.request_id(request)
 
   def pending(self) -> List[PendingRequest]:
-    """Teacher calls whose answers were never committed (the run was killed
-    or the teacher failed between the intent and the commit): the teacher
-    may have answered, and charged for, these keys. The next query that
-    needs all of a request's keys re-sends them under the same request id."""
-    out = {}
-    for req, rnd, key in self._db.execute(
-        "SELECT request, round, key FROM pending ORDER BY request, pos"):
-      out.setdefault(req, (rnd, []))[1].append(key)
-    return [PendingRequest(req, self.request_id(req), rnd, tuple(keys))
-            for req, (rnd, keys) in out.items()]
+    """Teacher calls whose answers were never committed (see
+    `jaxkd.ledger.Ledger.pending`); the next query that needs all of a
+    request's keys re-sends them under the same request id."""
+    return self.ledger.pending()
 
   def close(self):
-    if self._db is not None:
-      self._db.close()
-      self._db = None
-    if self._lock is not None:
-      self._lock.close()  # releases the flock
-      self._lock = None
+    self.ledger.close()
 
   # ------------------------------------------------------------- queries --
+
 
   def query(self, indices: Sequence[int], *, round: int = 0) -> np.ndarray:
     """Teacher answers [k, C] for pool `indices` [k], paying only new ones."""
@@ -414,15 +226,14 @@ class TeacherOracle:
       raise JaxkdError(f"pair indices must lie in [0, {n}).")
     keys, meta = [], {}
     for (i, j), lam in zip(pairs, lams):
-      # x_ij(lam) == x_ji(1 - lam): store canonically with i < j.
-      a, b, l = (i, j, lam) if i < j else (j, i, 1.0 - lam)
+      a, b, l = canonical_pair(i, j, lam)  # the row stores i < j
       key = mixup_key(a, b, l)
       keys.append(key)
-      meta[key] = dict(kind="mixup", i=int(a), j=int(b), lam=float(round_lam(l)))
+      meta[key] = dict(kind="mixup", i=a, j=b, lam=round_lam(l))
 
-    def images(sel):
-      p, l = pairs[sel], lams[sel].astype(np.float32)[:, None, None, None]
-      return l * self.pool_images[p[:, 0]] + (1 - l) * self.pool_images[p[:, 1]]
+    def images(sel):  # as asked (i, j, lam), not canonicalised
+      p = pairs[sel]
+      return mixup_images(self.pool_images, p[:, 0], p[:, 1], lams[sel])
 
     return self._answer(keys, images, meta, round)
 
@@ -454,12 +265,13 @@ class TeacherOracle:
     check_rank("images", images, 4)
     check_finite("images", images)
     self.unpaid_forwards += len(images)
-    return self._probs(np.asarray(self.teacher_fn(np.asarray(images, np.float32))),
-                       len(images))
+    logits = self.teacher_fn(np.asarray(images, np.float32))
+    return self._probs(np.asarray(logits), len(images))
 
   def _probs(self, logits: np.ndarray, k: int) -> np.ndarray:
     if logits.ndim != 2 or logits.shape[0] != k:
-      raise JaxkdError(f"teacher returned shape {logits.shape}, expected [{k}, C].")
+      raise JaxkdError(f"teacher returned shape {logits.shape}, expected "
+                       f"[{k}, C].")
     if not np.all(np.isfinite(logits)):
       raise JaxkdError("teacher returned NaN or inf; nothing was recorded.")
     probs = _softmax(logits.astype(np.float64))
@@ -474,7 +286,7 @@ class TeacherOracle:
     # Unique new keys, in first-seen order.
     new, seen = [], set()
     for pos, k in enumerate(keys):
-      if k not in self._cache and k not in seen:
+      if k not in self.ledger and k not in seen:
         seen.add(k)
         new.append(pos)
     if len(new) > self.remaining:
@@ -497,62 +309,19 @@ class TeacherOracle:
       sel = np.asarray(sel, np.int64)
       batch_keys = [keys[p] for p in sel]
       if request is None:
-        request = self._intend(batch_keys, round)
+        request = self.ledger.intend(batch_keys, round)
       images = np.asarray(make_images(sel), np.float32)
       probs = self._probs(np.asarray(self._call(images, request)), len(sel))
       self._commit(batch_keys, probs, meta, round, request)
-    return np.stack([self._cache[k] for k in keys]) if keys else np.zeros(
-        (0, self.num_classes or 0), np.float32)
+    return self.ledger.answers(keys)
 
   def _call(self, images, request):
     if getattr(self.teacher_fn, "accepts_request_id", False):
       return self.teacher_fn(images, request_id=self.request_id(request))
     return self.teacher_fn(images)
 
-  def _intend(self, keys, round) -> int:
-    """Commits `keys` as pending under a new request number (write-ahead
-    intent) before the teacher is called; returns the number. Pending
-    requests that share a key are dropped: they can no longer be re-sent
-    whole."""
-    request = self._request
-    now = time.time()
-    with self._db:
-      self._db.execute("BEGIN IMMEDIATE")
-      self._db.executemany(
-          "DELETE FROM pending WHERE request IN (SELECT request FROM pending "
-          "WHERE key = ?)", [(k,) for k in keys])
-      self._db.executemany(
-          "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
-          [(k, request, pos, int(round), now) for pos, k in enumerate(keys)])
-    self._request += 1
-    return request
 
   def _commit(self, keys, probs, meta, round, request):
-    """Answers of request `request` and the clearing of its pending mark,
-    in one durable transaction."""
-    now = time.time()
-    rows = []
-    for k, p in zip(keys, probs):
-      m = meta[k]
-      rows.append((k, m["kind"], m.get("pool_index"), m.get("i"), m.get("j"),
-                   m.get("lam"), int(round), self._seq + len(rows), request,
-                   now, np.asarray(p, np.float32).tobytes()))
-    with self._db:  # one transaction per teacher batch, durable on commit
-      self._db.execute("BEGIN IMMEDIATE")
-      self._db.executemany(
-          "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-      self._db.execute("DELETE FROM pending WHERE request = ?", (request,))
-    # Only after the commit does anything outside the ledger see the answers.
-    for k, p in zip(keys, probs):
-      self._remember(k, round, np.asarray(p, np.float32))
-    self.num_classes = probs.shape[1]
-    self._seq += len(rows)
-
-
-def round_lam(lam: float) -> float:
-  return float(f"{float(lam):.6f}")
-
-
-# The remote teacher fn (a paid API over HTTP), re-exported so that
-# `jaxkd.teacher.http_teacher(url)` works as documented.
-from jaxkd.http_teacher import http_teacher  # noqa: E402,F401
+    # The one place answers enter the ledger (tests/loop_crash_worker.py
+    # kills a run around it).
+    self.ledger.commit(keys, probs, meta, round, request)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxkd.http_teacher import http_teacher, idempotency_key
-from jaxkd.serve_teacher import load_teacher, make_server
+from jaxkd.serve_teacher import load_teacher
 from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError
 
@@ -26,6 +26,7 @@ ROOT = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "http_crash_worker.py")
 sys.path.insert(0, HERE)
 import http_crash_worker as worker  # noqa: E402
+from faulty_teacher_server import make_server  # noqa: E402
 
 W = np.random.default_rng(1).normal(size=(9, 4)) * 3.0
 

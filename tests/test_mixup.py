@@ -13,7 +13,7 @@ import pytest
 
 from jaxkd import parallel
 from jaxkd.models import get_model, init_model
-from jaxkd.selection import mixup
+from jaxkd.selection import pair_scan as mixup
 from jaxkd.validation import JaxkdError
 
 LAMS = mixup.default_lambdas()

@@ -37,11 +37,9 @@ from jax import lax
 
 CONV_IMPLS = ("xla", "toeplitz", "auto")
 
-# `auto` uses the banded matmul on CPU when C x O is at most this: measured
-# faster there for 1 -> 3, 3 -> 8 and 1 -> 6 (forward 2.5-7x, gradient
-# 3.5-8x at batch 256), not for 6 -> 16 (forward 0.6x), on a 2-core x86 CPU.
-# With two column parts, 6 -> 16 is still slower (LeNet-5 teacher step with
-# it: 24-27 ms against 17.7 ms on XLA's convolution).
+# `auto` uses the banded matmul on CPU when C x O is at most this: the
+# layers where it beats XLA's convolution there (1 -> 3, 3 -> 8, 1 -> 6; not
+# 6 -> 16, even with two column parts).
 _AUTO_MAX_CHANNEL_PRODUCT = 48
 
 
@@ -70,9 +68,8 @@ def _band_selector(kw: int, wp: int, wo: int) -> np.ndarray:
 
 def default_parts(out_width: int) -> int:
   """Column parts `toeplitz_conv` splits an output row into: 2 for even
-  widths of at least 8, else 1. Two parts halve the banded matrix's zeros
-  (lenet5_half's KD step at batch 256: 10.2-11.0 ms against 11.5-12.5 ms
-  with one part, 2-core CPU)."""
+  widths of at least 8, else 1. Two parts halve the banded matrix's
+  zeros."""
   return 2 if out_width >= 8 and out_width % 2 == 0 else 1
 
 

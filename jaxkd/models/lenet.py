@@ -17,13 +17,13 @@ one matmul over two-row chunks, `conv_pool_rows`) on the mixed outputs.
 
 Max pooling is written as the maximum of four strided slices
 (`max_pool_2x2`): the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`,
-and on CPU about 5x faster than XLA's reduce_window with few channels; its
-gradient is written out (same values as autodiff's, faster on XLA:CPU).
+and on CPU faster than XLA's reduce_window with few channels; its gradient
+is written out (same values as autodiff's, faster on XLA:CPU).
 
 The convolutions are `jaxkd.models.conv.Conv` (an `nn.Conv` with the same
 parameters). `conv_impl="auto"` runs layers with few channels as one banded
-matmul on CPU (1.7-2.1x faster training steps, benchmarks/train_bench.py),
-XLA's convolution on GPU/TPU; it is the default. `conv_impl="xla"` forces XLA's
+matmul on CPU (faster training steps, benchmarks/train_bench.py), XLA's
+convolution on GPU/TPU; it is the default. `conv_impl="xla"` forces XLA's
 convolution everywhere (the two agree to float32 rounding, not bitwise).
 """
 
@@ -64,7 +64,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   the same values autodiff of the two-level `jnp.maximum` gives (ties
   share the gradient equally, as `lax.max` does), built by interleaving
   instead of as the sum of four strided-slice adjoints, which XLA:CPU runs
-  about 1.3-1.5x slower.
+  slower.
   """
   return _max4(*_pool_slices(x))
 

@@ -38,6 +38,7 @@ from typing import (Any, Callable, Dict, FrozenSet, NamedTuple, Optional,
 import jax
 import numpy as np
 
+from jaxkd.ledger import entry_image
 from jaxkd.registry import Registry
 from jaxkd.validation import JaxkdError
 
@@ -116,17 +117,12 @@ def ledger_training_set(oracle, max_round: int) -> Tuple[np.ndarray,
   """Images and teacher answers of every ledger row of rounds <= max_round,
   in payment order: pool rows as they are, mixup rows rebuilt from
   (i, j, lam). Caller-made "image" rows have no recipe and are skipped."""
-  pool = oracle.pool_images
   images, targets = [], []
   for e in oracle.entries(max_round=max_round):
-    if e["kind"] == "pool":
-      images.append(pool[e["pool_index"]])
-    elif e["kind"] == "mixup":
-      lam = np.float32(e["lam"])
-      images.append(lam * pool[e["i"]] + (1 - lam) * pool[e["j"]])
-    else:
-      continue
-    targets.append(e["probs"])
+    image = entry_image(oracle.pool_images, e)
+    if image is not None:
+      images.append(image)
+      targets.append(e["probs"])
   if not images:
     raise JaxkdError(f"no paid answers in rounds <= {max_round} to train on.")
   return np.stack(images), np.stack(targets)
