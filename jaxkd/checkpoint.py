@@ -13,6 +13,7 @@ because orbax writes to a temporary directory and renames it atomically.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Dict, Optional, Tuple
@@ -89,3 +90,17 @@ class Checkpointer:
 
   def close(self) -> None:
     self._mngr.close()
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes `obj` as JSON to `path` via a temporary file and a rename, so a
+  killed run never leaves a half-written file that looks finished. Every
+  JSON a run writes (rounds.json, config.json, results.json, teacher.json,
+  remote.json) goes through here."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=str)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

@@ -28,7 +28,6 @@ Budget; Active Mixup (Wang et al., CVPR 2020).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -38,33 +37,41 @@ import jax
 import numpy as np
 
 from jaxkd import train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd.fields import setting
+from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.selection import SelectionInputs, Strategy, get_strategy
 from jaxkd.selection.registry import LOOP_FIELDS
-from jaxkd.teacher import TeacherOracle, ledger_error
+from jaxkd.ledger import ledger_error
+from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError, check_k
 
 
 @dataclasses.dataclass(frozen=True)
-class LoopSettings:
-  """Hyperparameters of the round loop (no config reading below this)."""
-  rounds: int = 5
-  per_round: int = 50
-  train_steps: int = 300
-  batch_size: int = 64
-  optimizer: str = "adam"
-  learning_rate: float = 3e-3
-  loss: str = "kd"
-  temperature: float = 4.0
-  retrain: bool = True
-  seed: int = 0
-  strategy_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+class StudentTraining:
+  """How the student is trained each round (the config's `loop` section)."""
+  train_steps: int = setting(300, "Student training steps per round.")
+  batch_size: int = setting(64, "Student batch size.")
+  optimizer: str = setting("adam", "Student optimizer (a registered name, "
+                           "e.g. adam, sgd).")
+  learning_rate: float = setting(3e-3, "Student peak learning rate (cosine "
+                                 "schedule).")
+  loss: str = setting("kd", "Student loss: kd (soft targets), hard_ce, mix, "
+                      "or an import path.")
+  temperature: float = setting(4.0, "KD temperature T (> 0).")
+  retrain: bool = setting(True, "Retrain the student from its fixed init "
+                          "each round (False: fine-tune).")
 
 
-def _optimizer(settings: LoopSettings):
-  return train.make_optimizer(settings.optimizer, settings.learning_rate,
-                              schedule="cosine",
-                              total_steps=settings.train_steps)
+@dataclasses.dataclass(frozen=True)
+class LoopSettings(StudentTraining):
+  """Everything `run_loop` needs for one run: the student training plus the
+  run's plan (no config reading below this)."""
+  rounds: int = setting(5, "Selection rounds after round 0.")
+  per_round: int = setting(40, "Teacher queries paid per round.")
+  seed: int = setting(0, "Seed of this run (student init, shuffling, "
+                      "selection keys).")
+  strategy_options: Dict[str, Any] = setting(
+      {}, "Keyword options of this run's strategy.")
 
 
 def fit_student(model, input_shape, settings: LoopSettings, images, targets,
@@ -77,7 +84,7 @@ def fit_student(model, input_shape, settings: LoopSettings, images, targets,
   objects, so every round reuses one compiled step."""
   if state is None:
     state = train.create_train_state(model, jax.random.key(settings.seed),
-                                     input_shape, _optimizer(settings))
+                                     input_shape, train.student_optimizer(settings))
   loss_fn = train.make_loss_fn(loss, temperature=settings.temperature)
   state, _ = train.fit(model, state, images, targets, labels,
                        steps=settings.train_steps,
@@ -240,7 +247,7 @@ def _check_plan(settings, strat, initial, candidates, oracle):
 def _template(ctx: RoundContext):
   state = train.create_train_state(ctx.student,
                                    jax.random.key(ctx.settings.seed),
-                                   ctx.input_shape, _optimizer(ctx.settings))
+                                   ctx.input_shape, train.student_optimizer(ctx.settings))
   return state if ctx.extra is None else {"student": state,
                                           "extra": ctx.extra}
 
@@ -300,8 +307,7 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
   ckpt.save(r, jax.device_get(saved),
             {"round": r, "records": records,
              "ledger": ctx.oracle.fingerprint()._asdict()})
-  with open(os.path.join(workdir, "rounds.json"), "w") as f:
-    json.dump(records, f, indent=1)
+  write_json_atomic(os.path.join(workdir, "rounds.json"), records)
   log(f"[{name}] round {r}: queries={rec['queries']} "
       f"student={acc:.4f} success={rec['success_rate']:.3f} "
       f"({rec['wall_time']:.1f}s)")

@@ -105,8 +105,8 @@ def _run(fv: flags.FlagValues) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = fv.config
   if fv.list_config:
-    from jaxkd import config_help
-    print(config_help.describe(config), flush=True)
+    from jaxkd import fields, settings
+    print(fields.describe(settings.parse(config)), flush=True)
     return
   import jax
   if fv.multihost:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxkd import train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.models import get_model, init_model
 from jaxkd.validation import JaxkdError
 
@@ -98,8 +98,7 @@ def save_teacher(path: str, model_name: str, variables: Dict[str, Any], *,
     ckpt.save(0, jax.device_get(variables), meta)
   finally:
     ckpt.close()
-  with open(os.path.join(path, TEACHER_JSON), "w") as f:
-    json.dump(meta, f, indent=1)
+  write_json_atomic(os.path.join(path, TEACHER_JSON), meta)
   return meta
 
 

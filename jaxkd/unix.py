@@ -62,6 +62,7 @@ from jax.sharding import Mesh
 
 from jaxkd import losses, parallel, train
 from jaxkd.cost import CostCounter
+from jaxkd.fields import setting
 from jaxkd.cost import unix_step_counts as step_counts  # noqa: F401
 from jaxkd.models import apply_model
 from jaxkd.scores import SCORE_KINDS, uncertainty_scores  # noqa: F401
@@ -75,38 +76,31 @@ _DEFAULT_FEATURE_WEIGHT = {"at": 1000.0, "sp": 3000.0}
 
 @dataclasses.dataclass(frozen=True)
 class UnixConfig:
-  """Hyperparameters of one UNIX step (hashable, static under jit).
-
-  Attributes:
-    k: images kept per batch (teacher forward, student forward + backward).
-    uncertainty: ranking of the batch: "entropy", "confidence" (-max p),
-      "margin" (-(p1 - p2)) need a student forward pass; "random" is a random
-      order, "none" keeps the given order (both without a student pass).
-    mixup: mix each kept image with a random partner.
-    adaptive: use the correction factor c_i; False sets c = 1 (non-adaptive).
-    w: slope of the correction factor (> 0).
-    b: ranks below b get c < 1/2 (mild mixup); None means N / 2.
-    alpha: Beta(alpha, alpha) parameter of lam (> 0).
-    temperature: KD temperature T.
-    kd_weight: weight of the T^2-scaled KD term.
-    ce_weight: weight of the CE term with the teacher's argmax as label.
-    feature_loss: None, "at" (attention transfer on all matched maps) or "sp"
-      (similarity preserving on the last map).
-    feature_weight: weight of the feature term; None means 1000 (AT) or
-      3000 (SP), as in the paper.
-  """
-  k: int = 48
-  uncertainty: str = "entropy"
-  mixup: bool = True
-  adaptive: bool = True
-  w: float = 10.0
-  b: Optional[float] = None
-  alpha: float = 1.0
-  temperature: float = 4.0
-  kd_weight: float = 1.0
-  ce_weight: float = 0.0
-  feature_loss: Optional[str] = None
-  feature_weight: Optional[float] = None
+  """Hyperparameters of one UNIX step (hashable, static under jit); each
+  field's meaning is declared with it."""
+  k: int = setting(48, "Images kept per step (teacher forward, student "
+                   "forward + backward).")
+  uncertainty: str = setting(
+      "entropy", "Ranking of the batch: entropy, confidence (-max p) or "
+      "margin (-(p1 - p2)) need a student forward pass; random (a random "
+      "order) and none (the given order) do not.")
+  mixup: bool = setting(True, "Mix each kept image with a random partner.")
+  adaptive: bool = setting(True, "Use the correction factor c_i; False sets "
+                           "c = 1 (non-adaptive mixup).")
+  w: float = setting(10.0, "Slope of the correction factor (> 0).")
+  b: Optional[float] = setting(None, "Ranks below b get mild mixup "
+                               "(c < 1/2); None = N / 2.")
+  alpha: float = setting(1.0, "Beta(alpha, alpha) of the mixup weight lam "
+                         "(> 0).")
+  temperature: float = setting(4.0, "KD temperature T.")
+  kd_weight: float = setting(1.0, "Weight of the T^2-scaled KD term.")
+  ce_weight: float = setting(0.0, "Weight of CE on the teacher's argmax.")
+  feature_loss: Optional[str] = setting(
+      None, "None, 'at' (attention transfer on all matched maps) or 'sp' "
+      "(similarity preserving on the last map).")
+  feature_weight: Optional[float] = setting(
+      None, "Weight of the feature term; None = 1000 (AT) or 3000 (SP), as "
+      "in the paper.")
 
   @property
   def needs_student_pass(self) -> bool:

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkd.data import local
+from jaxkd.data import idx as local
 from jaxkd.selection.baselines import coreset_select, random_select
 from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError
@@ -140,10 +140,11 @@ def test_gzip_reads_are_bounded_by_the_idx_header(tmp_path):
 def test_lost_teacher_next_to_ledgers_is_refused_not_retrained(tmp_path,
                                                                monkeypatch):
   """workdir/teacher deleted while run ledgers exist: one line, no training."""
-  from jaxkd import experiment, teacher_training
+  from jaxkd import settings, teacher_training
   from jaxkd.configs import common
+  from jaxkd.jobs import active, inputs
   config = common.active_config(progress=False)
-  dataset, pools = experiment.load_pools(config)
+  dataset, pools = inputs.load_pools(settings.parse(config))
   run = tmp_path / "random" / "seed0"
   run.mkdir(parents=True)
   (run / "ledger.sqlite").write_bytes(b"")
@@ -151,5 +152,6 @@ def test_lost_teacher_next_to_ledgers_is_refused_not_retrained(tmp_path,
   monkeypatch.setattr(teacher_training, "train_teacher",
                       lambda *a, **k: trained.append(1))
   with pytest.raises(JaxkdError) as e:
-    experiment.train_teacher(config, dataset, pools, str(tmp_path), None)
+    active.train_teacher(settings.parse(config), dataset, pools,
+                         str(tmp_path), None)
   assert "ledger" in _one_line(e) and not trained

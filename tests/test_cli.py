@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxkd import main
-from jaxkd.config_help import FIELD_HELP
+from jaxkd import fields, main, settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--config.split.teacher_train=20", "--config.split.initial=5",
@@ -132,8 +131,11 @@ def test_list_config_describes_every_field(capsys):
   names = [line.split(" = ")[0] for line in out.splitlines()]
   assert "split.test" in names and "teacher.checkpoint" in names
   assert "(no description)" not in out
+  docs = {n: fields.doc_of(f) for n, _, f in
+          fields.flat_fields(settings.ActiveSettings())}
+  assert set(names) == set(docs)
   for name in names:
-    assert FIELD_HELP[name] in out
+    assert docs[name] and docs[name] in out
 
 
 @pytest.mark.parametrize("args,text", [

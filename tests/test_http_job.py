@@ -35,14 +35,15 @@ def serve():
 
 
 def test_job_queries_a_teacher_url_instead_of_training_one(serve, tmp_path):
-  from jaxkd import experiment
+  from jaxkd import experiment, settings, teacher_sources
   from jaxkd.configs import common
+  from jaxkd.jobs import inputs
   c = common.active_config(
       split=dict(teacher_train=200, initial=20, pool=60, test=100, seed=0),
       student="mlp", strategies=("random",), rounds=0, per_round=5,
       progress=False)
   c.loop.train_steps = 1
-  _, pools = experiment.load_pools(c)
+  _, pools = inputs.load_pools(settings.parse(c))
   # A least-squares linear teacher fitted here in NumPy.
   flat = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)
   xt = flat(pools.teacher_train_images)
@@ -59,7 +60,9 @@ def test_job_queries_a_teacher_url_instead_of_training_one(serve, tmp_path):
   assert len(keys) == 20 == out["strategies"]["random"][0][-1]["queries"]
   assert s.stats()["answered_images"] == len(keys) + 100  # + test accuracy
   # A resumed job reads the recorded accuracy: nothing is sent.
-  _, acc = experiment.remote_teacher(c, pools, str(tmp_path), 10)
+  _, acc = teacher_sources.remote_teacher(
+      settings.parse(c).teacher, pools.test_images, pools.test_labels,
+      str(tmp_path), 10, "digits")
   assert acc == out["teacher_accuracy"]
   assert s.stats()["answered_images"] == len(keys) + 100
   # A teacher with other classes is refused before the budget is touched.

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkd import experiment, loop, train
+from jaxkd import experiment, loop, losses, run_dir, settings, train
+from jaxkd.jobs import active, inputs
 from jaxkd.configs import common
 from jaxkd.models import MODELS, get_model
 from jaxkd.registry import Registry
@@ -65,7 +66,7 @@ def test_registry_names_errors_and_import_paths(plugin_module):
   assert get_strategy(f"{plugin_module}:LastK").needs == {"probs"}
   assert get_model(f"{plugin_module}:tiny_model", 3).hidden == (4,)
   assert "lenet5" in MODELS.names()
-  for reg in (STRATEGIES, train.LOSSES, train.OPTIMIZERS):
+  for reg in (STRATEGIES, losses.LOSSES, train.OPTIMIZERS):
     with pytest.raises(JaxkdError, match="known:"):
       reg.get("nope")
 
@@ -168,19 +169,19 @@ def test_bad_config_values_fail_before_anything_runs(tmp_path, path, value,
 def test_resume_refuses_changed_config_unless_asked(tmp_path):
   c = _tiny_config()
   w = str(tmp_path)
-  assert experiment._check_resume(c, w) == []
-  assert experiment._check_resume(c, w) == []       # same config: fine
+  assert run_dir.check_resume(settings.parse(c), w) == []
+  assert run_dir.check_resume(settings.parse(c), w) == []       # same config: fine
   c.progress, c.seeds, c.strategies = True, (0, 1), ("random", "margin")
-  assert experiment._check_resume(c, w) == []       # do not change results
+  assert run_dir.check_resume(settings.parse(c), w) == []       # do not change results
   c.loop.train_steps = 60
   c.teacher.epochs = 2
   with pytest.raises(JaxkdError) as e:
-    experiment._check_resume(c, w)
+    run_dir.check_resume(settings.parse(c), w)
   msg = str(e.value)
   assert "\n" not in msg and "loop.train_steps 3 -> 60" in msg
   assert "teacher.epochs 1 -> 2" in msg and "resume_with_changes" in msg
   c.resume_with_changes = True
-  accepted = experiment._check_resume(c, w)
+  accepted = run_dir.check_resume(settings.parse(c), w)
   assert len(accepted) == 1 and "loop.train_steps 3 -> 60" in accepted[0]
   with open(os.path.join(w, "config.json")) as f:
     assert json.load(f)["loop"]["train_steps"] == 60
@@ -256,12 +257,12 @@ def test_strategy_training_hook_and_extra_survive_resume(tmp_path,
 def test_changed_teacher_is_never_restored_silently(tmp_path):
   c = _tiny_config()
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
-  dataset, pools = experiment.load_pools(c)
-  _, _, acc = experiment.train_teacher(c, dataset, pools, str(tmp_path), mesh)
-  _, _, again = experiment.train_teacher(c, dataset, pools, str(tmp_path),
-                                         mesh)
+  dataset, pools = inputs.load_pools(settings.parse(c))
+  _, _, acc = active.train_teacher(settings.parse(c), dataset, pools, str(tmp_path), mesh)
+  _, _, again = active.train_teacher(settings.parse(c), dataset, pools,
+                                     str(tmp_path), mesh)
   assert again == acc                              # same config: restored
   c.teacher.epochs = 2
   with pytest.raises(JaxkdError, match="teacher.epochs 1 -> 2") as e:
-    experiment.train_teacher(c, dataset, pools, str(tmp_path), mesh)
+    active.train_teacher(settings.parse(c), dataset, pools, str(tmp_path), mesh)
   assert "\n" not in str(e.value)

@@ -1,0 +1,145 @@
+"""Ranking, tables, plots and results.json: the same for every job.
+
+`rank_strategies` and `summary_table` read the active job's records (one
+list of round records per seed and strategy); `write_report` writes
+results.json (atomically), curve.png when the records are rounds, and
+prints the table. `experiments/reproduce.py` uses the same pieces.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from jaxkd import plotting, run_dir
+from jaxkd.checkpoint import write_json_atomic
+
+Records = Dict[str, List[List[dict]]]
+
+
+def _log(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def mean_std(a, scale=100) -> str:
+  """'mean ± std' of `a` x `scale` (just the mean for one value)."""
+  a = np.asarray(a, np.float64)
+  if len(a) > 1:
+    return f"{scale * a.mean():.2f} ± {scale * a.std():.2f}"
+  return f"{scale * a.mean():.2f}"
+
+
+def compare(a_mean, a_std, b_mean, b_std, seeds) -> str:
+  """'>' / '<' when a differs from b by more than one spread (the larger
+  std over seeds), '≈' within it, '?' with a single seed (no spread)."""
+  if seeds < 2:
+    return "?"
+  spread = max(a_std, b_std)
+  if a_mean - b_mean > spread:
+    return ">"
+  if b_mean - a_mean > spread:
+    return "<"
+  return "≈"
+
+
+def rank_strategies(results: Records) -> List[dict]:
+  """Strategies ranked by final success rate, then by mean success over
+  rounds, each as mean and std over seeds (success = student / teacher
+  test accuracy). Each row but the last compares with the next one down:
+  `final_vs_next` / `mean_vs_next` is '>' when this strategy is ahead by
+  more than one spread (max of the two stds), '<' when behind by more,
+  '≈' within one spread, '?' with fewer than 2 seeds."""
+  rows = []
+  for name, runs in results.items():
+    suc = np.asarray([r[-1]["success_rate"] for r in runs], np.float64)
+    auc = np.asarray([np.mean([x["success_rate"] for x in r]) for r in runs],
+                     np.float64)
+    rows.append({"strategy": name, "seeds": len(runs),
+                 "final_success_mean": float(suc.mean()),
+                 "final_success_std": float(suc.std()),
+                 "mean_success_mean": float(auc.mean()),
+                 "mean_success_std": float(auc.std())})
+  rows.sort(key=lambda r: (-r["final_success_mean"], -r["mean_success_mean"]))
+  for i, r in enumerate(rows):
+    r["rank"] = i + 1
+    r["final_vs_next"] = r["mean_vs_next"] = None
+    if i + 1 < len(rows):
+      nxt = rows[i + 1]
+      seeds = min(r["seeds"], nxt["seeds"])
+      for key in ("final", "mean"):
+        r[f"{key}_vs_next"] = compare(r[f"{key}_success_mean"],
+                                      r[f"{key}_success_std"],
+                                      nxt[f"{key}_success_mean"],
+                                      nxt[f"{key}_success_std"], seeds)
+  return rows
+
+
+def summary_table(results: Records) -> str:
+  """Strategies ranked by final success rate, then by mean success over
+  rounds (area under the curve), each mean ± std over seeds, marked against
+  the next row (`rank_strategies`: '>' ahead by more than one spread, '≈'
+  within it); with the final accuracy, the queries paid and the teacher
+  forwards that were not paid queries (gap_diversity's pass over the pool:
+  free when the teacher is cheap to run and labels are what cost), summed
+  over rounds, mean over seeds. A last line gives the total unpaid
+  forwards of the whole job."""
+  by_name, total_unpaid = {}, 0
+  for name, runs in results.items():
+    final = [r[-1] for r in runs]
+    acc = [f["student_accuracy"] for f in final]
+    suc = [f["success_rate"] for f in final]
+    auc = [np.mean([x["success_rate"] for x in r]) for r in runs]
+    unpaid = [sum(x.get("unpaid_teacher_forwards", 0) for x in r)
+              for r in runs]
+    total_unpaid += sum(unpaid)
+    by_name[name] = (str(final[0]["queries"]), mean_std(acc), mean_std(suc),
+                     mean_std(auc), f"{np.mean(unpaid):.0f}", str(len(runs)))
+  cells = []
+  for r in rank_strategies(results):
+    q, acc, suc, auc, unpaid, seeds = by_name[r["strategy"]]
+    cells.append([str(r["rank"]), r["strategy"], q, acc, suc,
+                  r["final_vs_next"] or "", auc, r["mean_vs_next"] or "",
+                  unpaid, seeds])
+  table = plotting.format_table(
+      cells, ["rank", "strategy", "queries", "student acc %",
+              "final success %", "vs next", "mean success over rounds %",
+              "vs next", "unpaid teacher fwd", "seeds"])
+  return (table + "\n'vs next': > ahead of the next row by more than one "
+          "spread (std over seeds), ≈ within one spread, ? one seed."
+          + f"\n\ntotal unpaid teacher forwards: {total_unpaid}")
+
+
+def unpaid_forwards(results: Records) -> int:
+  """Teacher forwards that were not paid queries, over every run."""
+  return int(sum(x.get("unpaid_teacher_forwards", 0)
+                 for runs in results.values() for r in runs for x in r))
+
+
+def write_report(settings: Any, workdir: str, results: Records,
+                 teacher_accuracy: float, t_start: float,
+                 accepted: List[str], *, table: str, title: str,
+                 teacher_name: str, extra: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Any]:
+  """results.json, curve.png (for round records) and the printed table;
+  returns what results.json holds."""
+  out = {"job": settings.job, "config": run_dir.plain(settings),
+         "teacher_accuracy": teacher_accuracy, "strategies": results,
+         "table": table, "resume_with_changes": accepted,
+         "wall_time": time.time() - t_start}
+  out.update(extra or {})
+  write_json_atomic(os.path.join(workdir, "results.json"), out)
+  wrote = "results.json"
+  if all(runs and runs[0] and "queries" in runs[0][0]
+         for runs in results.values()):
+    plotting.plot_success_curves(results, os.path.join(workdir, "curve.png"),
+                                 title=title)
+    wrote += " and curve.png"
+  _log(f"\n{title}; teacher {teacher_name} test accuracy: "
+       f"{teacher_accuracy:.4f}")
+  _log(table)
+  _log(f"\nwrote {os.path.join(workdir, wrote)} "
+       f"({time.time() - t_start:.0f}s)")
+  return out

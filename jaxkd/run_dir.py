@@ -1,0 +1,115 @@
+"""A job's run directory: its layout and the changed-config guard.
+
+  workdir/config.json              the settings that produced this directory
+  workdir/teacher/                 the trained teacher (orbax checkpoint +
+                                   teacher.json; `teacher_training`), or
+                                   remote.json for a teacher at a URL
+  workdir/<strategy>/seed<s>/      ledger.sqlite, checkpoints/, rounds.json
+  workdir/<method>/seed<s>.json    UNIX job: one finished (method, seed); a
+                                   resumed job restores it, not re-trains
+  workdir/results.json, workdir/curve.png
+
+A resume with settings that change results (steps, optimizer, loss, lr,
+temperature, teacher, student, split, budget, rounds, dataset, ...) is
+refused with a one-line diff unless `resume_with_changes=True`, which is
+then recorded in results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Dict, List
+
+from jaxkd.checkpoint import write_json_atomic
+from jaxkd.validation import JaxkdError
+
+CONFIG_JSON = "config.json"
+# Fields that do not change any result: never part of the resume check.
+RESUME_FREE = ("progress", "resume_with_changes", "strategies", "seeds",
+               "data_dir", "unix.methods", "_accepted_changes",
+               "data_verify_md5", "allow_overlap")
+
+
+def run_dirname(name: str) -> str:
+  """A strategy's directory name: import paths ('pkg.mod:attr') and other
+  characters that could leave the workdir become '_'."""
+  out = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".")
+  return out or "_"
+
+
+def run_path(workdir: str, name: str, seed: int) -> str:
+  """workdir/<name>/seed<seed>: an active run's folder (its rounds.json);
+  with ".json" appended, a finished UNIX run's record."""
+  return os.path.join(workdir, run_dirname(name), f"seed{seed}")
+
+
+def plain(tree: Any) -> Any:
+  """JSON-able copy of settings or a dict (tuples -> lists)."""
+  if dataclasses.is_dataclass(tree):
+    tree = dataclasses.asdict(tree)
+  return json.loads(json.dumps(tree, default=str))
+
+
+def _flat(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> str:
+  """'key old -> new, ...' over the flattened keys that differ."""
+  a, b = _flat(old, prefix), _flat(new, prefix)
+  keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  return ", ".join(f"{k} {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
+                   for k in keys)
+
+
+def config_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+  """One-line diff of the result-changing keys of two config dicts ('' if
+  none); keys in `RESUME_FREE` (progress, strategies, seeds, ...) may
+  change freely."""
+  strip = lambda d: {k: v for k, v in _flat(plain(d)).items()
+                     if not any(k == f or k.startswith(f + ".")
+                                for f in RESUME_FREE)}
+  return diff(strip(old), strip(new))
+
+
+def check_resume(settings: Any, workdir: str) -> List[str]:
+  """Compares `settings` with workdir/config.json and writes it. Returns
+  the accepted changes (recorded in results.json); a result-changing
+  difference is refused unless `settings.resume_with_changes`."""
+  path = os.path.join(workdir, CONFIG_JSON)
+  new = plain(settings)
+  accepted = []
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    changes = config_changes(old, new)
+    if changes:
+      if not settings.resume_with_changes:
+        raise JaxkdError(
+            f"{workdir} was run with another config ({changes}); rerun with "
+            "--config.resume_with_changes=True to accept, or use a new "
+            "workdir.")
+      accepted = [changes] + list(old.get("_accepted_changes", []))
+  new["_accepted_changes"] = accepted
+  write_json_atomic(path, new)
+  return accepted
+
+
+def run_ledgers(workdir: str) -> List[str]:
+  """The run ledgers (workdir/<name>/seed<s>/ledger.sqlite) of a workdir."""
+  if not os.path.isdir(workdir):
+    return []
+  return [os.path.join(d, s, "ledger.sqlite")
+          for d in sorted(os.listdir(workdir))
+          if os.path.isdir(os.path.join(workdir, d)) and d != "teacher"
+          for s in sorted(os.listdir(os.path.join(workdir, d)))
+          if os.path.isfile(os.path.join(workdir, d, s, "ledger.sqlite"))]

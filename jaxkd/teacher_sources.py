@@ -1,0 +1,147 @@
+"""Getting a job's teacher: one function per source.
+
+  * `saved_teacher`: a folder written by `--mode=teacher` or
+    `teacher_training.save_teacher` (`teacher.checkpoint`), evaluated on
+    this job's test split;
+  * `trained_teacher`: trained on the teacher-train split once and saved in
+    workdir/teacher, restored from there on resume (a changed teacher
+    config is refused: the ledgers hold its answers);
+  * `remote_teacher`: a teacher at `teacher.url` (`jaxkd.http_teacher`),
+    its test accuracy measured once and kept in workdir/teacher/remote.json.
+
+`local_teacher` picks between the first two. All take `TeacherSettings`
+and arrays, never a config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+
+from jaxkd import run_dir, teacher_training, train
+from jaxkd.checkpoint import write_json_atomic
+from jaxkd.settings import TeacherSettings
+from jaxkd.validation import JaxkdError
+
+
+def _log(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def teacher_dir(workdir: str) -> str:
+  return os.path.join(workdir, "teacher")
+
+
+def saved_teacher(ts: TeacherSettings, num_classes: int, image_shape,
+                  test_images, test_labels, mesh=None):
+  """(model, variables, test accuracy) of the teacher at `ts.checkpoint`."""
+  model, variables, meta = teacher_training.load_teacher(ts.checkpoint)
+  teacher_training.check_teacher_fits(meta, num_classes, image_shape,
+                                      ts.checkpoint)
+  acc = train.accuracy(model, variables, test_images, test_labels,
+                       mesh=mesh)
+  _log(f"teacher {meta['model']} from {ts.checkpoint}: test accuracy "
+       f"{acc:.4f}")
+  return model, variables, acc
+
+
+def _refuse_lost_teacher(workdir: str, path: str) -> None:
+  """A missing teacher next to run ledgers: the ledgers hold the lost
+  teacher's answers, and a retrained one would not match them."""
+  ledgers = run_dir.run_ledgers(workdir)
+  if ledgers:
+    raise JaxkdError(
+        f"{path} is missing but {len(ledgers)} run ledger(s) in {workdir} "
+        f"(e.g. {ledgers[0]}) hold its answers; a retrained teacher would not "
+        "match them: restore the teacher folder from a backup, or use a new "
+        "workdir.")
+
+
+def trained_teacher(ts: TeacherSettings, *, num_classes: int, image_shape,
+                    train_images, train_labels, test_images, test_labels,
+                    workdir: str, record: Dict[str, Any], mesh=None,
+                    progress: bool = False):
+  """(model, variables, test accuracy) of the teacher trained on
+  (train_images, train_labels) and saved in workdir/teacher, or restored
+  from there. `record` (dataset name, ...) is stored in its teacher.json."""
+  path = teacher_dir(workdir)
+  settings = ts.training_fields()
+  if os.path.isfile(os.path.join(path, teacher_training.TEACHER_JSON)):
+    old = teacher_training.read_teacher_meta(path).get("config")
+    if old is not None and old != settings:
+      raise JaxkdError(
+          f"{path} holds a teacher trained with "
+          f"{run_dir.diff(old, settings, 'teacher.')}; the ledgers "
+          "hold its answers, so it is not retrained in place: use a new "
+          "workdir.")
+    model, variables, meta = teacher_training.load_teacher(path)
+    _log(f"teacher {ts.model}: restored, test accuracy "
+         f"{meta['accuracy']:.4f}")
+    return model, variables, float(meta["accuracy"])
+  _refuse_lost_teacher(workdir, path)
+  t0 = time.time()
+  model, variables, acc = teacher_training.train_teacher(
+      ts.model, train_images, train_labels, test_images, test_labels,
+      num_classes=num_classes, epochs=ts.epochs, batch_size=ts.batch_size,
+      optimizer=ts.optimizer, learning_rate=ts.learning_rate, seed=ts.seed,
+      mesh=mesh, progress=progress)
+  teacher_training.save_teacher(
+      path, ts.model, variables, accuracy=acc, num_classes=num_classes,
+      input_shape=image_shape,
+      extra={"config": settings, **record, "train_size": len(train_images)})
+  _log(f"teacher {ts.model}: test accuracy {acc:.4f} "
+       f"({time.time() - t0:.1f}s, {len(train_images)} training images), "
+       f"saved in {path}")
+  return model, variables, acc
+
+
+def local_teacher(ts: TeacherSettings, dataset, train_images, train_labels,
+                  test_images, test_labels, workdir: str, *, dataset_name: str,
+                  mesh=None, progress: bool = False):
+  """(model, variables, test accuracy): `saved_teacher` when
+  `ts.checkpoint` is set, else `trained_teacher` (its teacher.json records
+  `dataset_name`, the configured dataset)."""
+  if ts.checkpoint:
+    return saved_teacher(ts, dataset.num_classes, dataset.image_shape,
+                         test_images, test_labels, mesh)
+  return trained_teacher(
+      ts, num_classes=dataset.num_classes, image_shape=dataset.image_shape,
+      train_images=train_images, train_labels=train_labels,
+      test_images=test_images, test_labels=test_labels, workdir=workdir,
+      record={"dataset": dataset_name}, mesh=mesh, progress=progress)
+
+
+def remote_teacher(ts: TeacherSettings, test_images, test_labels,
+                   workdir: str, num_classes: int, dataset_name: str
+                   ) -> Tuple[Callable[..., np.ndarray], float]:
+  """(teacher_fn, test accuracy) for the teacher at `ts.url`.
+
+  The accuracy (the success-rate denominator) is measured once, by sending
+  the test split outside the ledger and the budget, and kept in
+  workdir/teacher/remote.json for resumed runs.
+  """
+  from jaxkd.http_teacher import http_teacher
+  url = ts.url
+  fn = http_teacher(url)
+  path = os.path.join(teacher_dir(workdir), "remote.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      acc = float(json.load(f)["accuracy"])
+    _log(f"teacher at {url}: test accuracy {acc:.4f} (recorded)")
+    return fn, acc
+  x, y = test_images, test_labels
+  logits = np.concatenate([fn(x[i:i + 256], request_id=f"test-accuracy-{i}")
+                           for i in range(0, len(x), 256)])
+  if logits.shape[1] != num_classes:
+    raise JaxkdError(f"teacher at {url} answers {logits.shape[1]} classes, "
+                     f"{dataset_name} has {num_classes}; nothing was paid.")
+  acc = float(np.mean(logits.argmax(1) == y))
+  write_json_atomic(path, {"url": url, "accuracy": acc,
+                           "test_images": len(x)})
+  _log(f"teacher at {url}: test accuracy {acc:.4f} ({len(x)} test images "
+       "sent once, outside the budget)")
+  return fn, acc
