@@ -14,14 +14,15 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..",
                                 "experiments"))
-import reproduce  # noqa: E402
+import protocols  # noqa: E402
+import publish  # noqa: E402
 
 
 def _active_part(tmp_path, name="main"):
-  c = reproduce.load_config("recon_fmnist.py")
-  c = reproduce._with(c, strategies=("random", "admm"), seeds=(0, 1),
-                      rounds=2, per_round=300)
-  return reproduce.Part(name, "active", c, str(tmp_path / name))
+  c = protocols.load_config("recon_fmnist.py")
+  c = protocols.with_fields(c, strategies=("random", "admm"), seeds=(0, 1),
+                            rounds=2, per_round=300)
+  return protocols.Part(name, "active", c, str(tmp_path / name))
 
 
 def _write_rounds(part, strategy, seed, accs, queries=None):
@@ -40,7 +41,7 @@ def test_publish_marks_missing_runs_and_summarises_finished(tmp_path):
   _write_rounds(part, "random", 0, [0.5, 0.6, 0.7])
   _write_rounds(part, "random", 1, [0.5, 0.7, 0.8])
   _write_rounds(part, "admm", 0, [0.5, 0.6])        # killed in round 2
-  out = reproduce.publish("recon_fmnist", [part],
+  out = publish.publish("recon_fmnist", [part],
                           results_dir=str(tmp_path / "res"))
   assert out["complete"] is False
   assert out["missing"] == ["main/admm/seed0", "main/admm/seed1"]
@@ -53,7 +54,7 @@ def test_publish_marks_missing_runs_and_summarises_finished(tmp_path):
                                          "recon_fmnist.png").exists()
   _write_rounds(part, "admm", 0, [0.5, 0.6, 0.7])
   _write_rounds(part, "admm", 1, [0.5, 0.6, 0.7])
-  out = reproduce.publish("recon_fmnist", [part],
+  out = publish.publish("recon_fmnist", [part],
                           results_dir=str(tmp_path / "res"))
   assert out["complete"] is True and out["missing"] == []
 
@@ -63,12 +64,12 @@ def test_publish_refuses_records_that_paid_other_than_the_protocol(tmp_path):
   _write_rounds(part, "random", 0, [0.5, 0.6, 0.7], queries=[500, 800, 1101])
   with pytest.raises(SystemExit, match="paid 1101 queries, the protocol "
                      "pays 1100"):
-    reproduce.publish("recon_fmnist", [part],
+    publish.publish("recon_fmnist", [part],
                       results_dir=str(tmp_path / "res"))
 
 
 def test_every_reproduction_builds_its_parts():
-  for name, spec in reproduce.REPRODUCTIONS.items():
+  for name, spec in protocols.REPRODUCTIONS.items():
     parts = spec["parts"]("runs")
     assert len({p.name for p in parts}) == len(parts), name
     for p in parts:
@@ -80,12 +81,12 @@ def test_readme_block_is_replaced_by_the_published_tables(tmp_path):
   for s in ("random", "admm"):
     for seed in (0, 1):
       _write_rounds(part, s, seed, [0.5, 0.6, 0.7])
-  out = reproduce.publish("recon_fmnist", [part],
+  out = publish.publish("recon_fmnist", [part],
                           results_dir=str(tmp_path / "res"))
   readme = tmp_path / "README.md"
   readme.write_text("intro\n<!-- reproduce:recon_fmnist -->\nold table\n"
                     "<!-- /reproduce:recon_fmnist -->\noutro\n")
-  reproduce.update_readme("recon_fmnist", out, str(readme))
+  publish.update_readme("recon_fmnist", out, str(readme))
   text = readme.read_text()
   assert "old table" not in text and text.startswith("intro\n")
   assert text.endswith("<!-- /reproduce:recon_fmnist -->\noutro\n")

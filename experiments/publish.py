@@ -1,0 +1,269 @@
+"""Publishing a reproduction: docs/results/<name>.json and <name>.png from
+the finished runs on disk, its Markdown tables, and the README's copy.
+
+"complete" is true only when every seed of every part has finished, and
+"missing" lists what has not; each record's `queries` is checked against
+what the protocol pays (initial + round x per_round) before it is
+published. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from jaxkd import run_dir
+from jaxkd.checkpoint import write_json_atomic
+from jaxkd.teacher_training import TEACHER_JSON
+from protocols import REPRODUCTIONS, Part  # noqa: F401
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(ROOT, "docs", "results")
+
+
+def _read(path):
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _ms(values):
+  a = np.asarray(values, np.float64)
+  return {"mean": float(a.mean()), "std": float(a.std()), "n": int(len(a))}
+
+
+def collect_active(part: Part, missing):
+  """{strategy: [records of each finished seed]}, checked against the
+  protocol's payments; unfinished seeds go to `missing`."""
+  c = part.config
+  runs, seeds_done = {}, {}
+  for s in c.strategies:
+    for seed in c.seeds:
+      recs = _read(os.path.join(run_dir.run_path(part.workdir, s, seed),
+                                "rounds.json"))
+      if not recs or len(recs) != c.rounds + 1:
+        missing.append(f"{part.name}/{s}/seed{seed}")
+        continue
+      for r, rec in enumerate(recs):
+        want = c.split.initial + r * c.per_round
+        if rec["round"] != r or rec["queries"] != want:
+          raise SystemExit(
+              f"{part.workdir}/{s}/seed{seed}: round {rec['round']} paid "
+              f"{rec['queries']} queries, the protocol pays {want}")
+      runs.setdefault(s, []).append(recs)
+      seeds_done.setdefault(s, []).append(seed)
+  summary = {}
+  for s, seeds in runs.items():
+    summary[s] = {
+        "seeds": seeds_done[s],
+        "queries": [r["queries"] for r in seeds[0]],
+        "accuracy": [_ms([run[r]["student_accuracy"] for run in seeds])
+                     for r in range(len(seeds[0]))],
+        "success_rate": [_ms([run[r]["success_rate"] for run in seeds])
+                         for r in range(len(seeds[0]))],
+        "wall_time_s": float(sum(x["wall_time"] for run in seeds
+                                 for x in run))}
+  teacher = next((run[0][0]["teacher_accuracy"] for run in runs.values()),
+                 None)
+  return {"runs": runs, "summary": summary, "teacher_accuracy": teacher}
+
+
+def collect_unix(part: Part, missing):
+  c = part.config
+  runs, summary = {}, {}
+  for m in c.unix.methods:
+    for seed in c.seeds:
+      rec = _read(run_dir.run_path(part.workdir, m, seed) + ".json")
+      if rec is None:
+        missing.append(f"{part.name}/{m}/seed{seed}")
+      else:
+        runs.setdefault(m, []).append(rec)
+  for m, recs in runs.items():
+    summary[m] = {"seeds": [r["seed"] for r in recs],
+                  "accuracy": _ms([r["student_accuracy"] for r in recs]),
+                  "computation": _ms([r["computation"] for r in recs]),
+                  "wall_time_s": float(sum(r["wall_time"] for r in recs))}
+  meta = _read(os.path.join(part.config.teacher.get("checkpoint") or
+                            os.path.join(part.workdir, "teacher"),
+                            TEACHER_JSON))
+  return {"runs": runs, "summary": summary,
+          "teacher_accuracy": meta and meta.get("accuracy")}
+
+
+def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
+  """Writes results_dir/<name>.json and <name>.png from the runs on disk."""
+  spec = REPRODUCTIONS[name]
+  missing, out_parts = [], {}
+  for part in parts:
+    entry = {"workdir": os.path.relpath(part.workdir, ROOT),
+             "kind": part.kind,
+             "config": json.loads(json.dumps(part.config.to_dict(),
+                                             default=str))}
+    if part.kind == "teacher":
+      meta = _read(os.path.join(part.workdir, "teacher", TEACHER_JSON))
+      if meta is None:
+        missing.append(f"{part.name}/teacher")
+      entry["teacher"] = meta and {k: meta.get(k) for k in
+                                   ("accuracy", "model", "train_size")}
+    elif part.kind == "unix":
+      entry.update(collect_unix(part, missing))
+    else:
+      entry.update(collect_active(part, missing))
+    out_parts[part.name] = entry
+  out = {"name": name,
+         "command": f"python experiments/reproduce.py {name}",
+         "paper": spec["paper"], "paper_numbers": spec["paper_numbers"],
+         "complete": not missing, "missing": missing,
+         "published": time.strftime("%Y-%m-%d %H:%M:%S"),
+         "parts": out_parts}
+  write_json_atomic(os.path.join(results_dir, f"{name}.json"),
+                               out)
+  figure(name, out, os.path.join(results_dir, f"{name}.png"))
+  return out
+
+
+def _panel(name: str, part_name: str) -> str:
+  """Which panel of the figure a part is drawn in."""
+  if name == "unix_fmnist":
+    return "UNIX and Table 5 ablations (one panel)"
+  if name == "active_mixup_t1":
+    return part_name.rsplit("_", 1)[0]
+  return part_name
+
+
+def figure(name, out, path):
+  """Mean +- std over seeds: success rate vs queries (bands) for active
+  parts, one panel per part (Active Mixup: per dataset, log x); UNIX:
+  accuracy bars with the computation beside each."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  panels = {}
+  for pname, p in out["parts"].items():
+    if p.get("summary"):
+      panels.setdefault(_panel(name, pname), []).append((pname, p))
+  if not panels:
+    return
+  wide = name == "unix_fmnist"
+  fig, axes = plt.subplots(1, len(panels), squeeze=False, dpi=110,
+                           figsize=(9 if wide else 4.6 * len(panels), 4.2))
+  for ax, (title, members) in zip(axes[0], panels.items()):
+    i = 0
+    labels, means, stds = [], [], []
+    for pname, p in members:
+      for s, sm in p["summary"].items():
+        tag = s if len(members) == 1 else f"{pname.split('_')[-1]}: {s}"
+        color = plt.cm.tab10(i % 10)
+        i += 1
+        if p["kind"] == "unix":
+          a, cpt = sm["accuracy"], sm["computation"]
+          labels.append(f"{pname}: {s} (n={a['n']}, "
+                        f"{100 * cpt['mean']:.1f}% computation)")
+          means.append(100 * a["mean"])
+          stds.append(100 * a["std"])
+          continue
+        q = np.asarray(sm["queries"])
+        m = 100 * np.asarray([x["mean"] for x in sm["success_rate"]])
+        sd = 100 * np.asarray([x["std"] for x in sm["success_rate"]])
+        n = sm["accuracy"][0]["n"]
+        ax.plot(q, m, "o-", color=color, ms=3, label=f"{tag} (n={n})")
+        ax.fill_between(q, m - sd, m + sd, color=color, alpha=0.2)
+    if labels:
+      y = np.arange(len(labels))[::-1]
+      ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.6, capsize=3)
+      ax.set_yticks(y, labels, fontsize=7)
+      lo = min(means) - 2
+      ax.set_xlim(lo, max(means) + 1)
+      ax.set_xlabel("test accuracy % (mean ± std over seeds)")
+    else:
+      if name == "active_mixup_t1":
+        ax.set_xscale("log")
+        pn = out["paper_numbers"].get(title, {})
+        if pn:
+          ax.plot([pn["real"] + pn["mixup"]], [100 * pn["success"]], "k*",
+                  ms=10, label="paper: Active Mixup")
+          ax.plot([60000], [100 * pn["kd_upper"] / pn["teacher"]], "kx",
+                  ms=8, label="paper: KD (all 60,000)")
+      ax.set_xlabel("teacher queries")
+      ax.set_ylabel("success rate % (student / teacher)")
+      ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+  fig.suptitle(f"{name}: mean ± std over seeds"
+               + ("" if out["complete"] else " (INCOMPLETE)"), fontsize=10)
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def _pm(ms, scale=100):
+  if ms is None:
+    return "-"
+  if ms["n"] > 1:
+    return f"{scale * ms['mean']:.2f} ± {scale * ms['std']:.2f}"
+  return f"{scale * ms['mean']:.2f}"
+
+
+def markdown(out) -> str:
+  """The README tables of one published reproduction."""
+  lines = []
+  for pname, p in out["parts"].items():
+    sm = p.get("summary")
+    if not sm:
+      continue
+    if p["kind"] == "unix":  # one table for every UNIX part
+      if not any(l.startswith("| part | method") for l in lines):
+        lines += [f"\nteacher {100 * (p['teacher_accuracy'] or 0):.2f}%\n",
+                  "| part | method | seeds | accuracy % | computation % of KD "
+                  "| wall s per seed |", "| --- | --- | --- | --- | --- | --- |"]
+      for m, x in sm.items():
+        n = x["accuracy"]["n"]
+        lines.append(f"| {pname} | {m} | {n} | {_pm(x['accuracy'])} "
+                     f"| {_pm(x['computation'])} "
+                     f"| {x['wall_time_s'] / n:.0f} |")
+      continue
+    rounds = len(next(iter(sm.values()))["queries"])
+    cols = sorted({0, rounds // 3, 2 * rounds // 3, rounds - 1})
+    q = next(iter(sm.values()))["queries"]
+    lines += [f"\n{pname} (teacher {100 * (p['teacher_accuracy'] or 0):.2f}%)"
+              "\n", "| strategy | seeds | " + " | ".join(
+                  f"success % at {q[c]} queries" for c in cols)
+              + " | final accuracy % | mean success over rounds % "
+              "| wall s per seed |",
+              "| --- " * (len(cols) + 5) + "|"]
+    for st, x in sm.items():
+      mean_over = float(np.mean([x["success_rate"][r]["mean"]
+                                 for r in range(rounds)]))
+      lines.append(
+          f"| {st} | {len(x['seeds'])} | "
+          + " | ".join(_pm(x["success_rate"][c]) for c in cols)
+          + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over:.2f} "
+          f"| {x['wall_time_s'] / len(x['seeds']):.0f} |")
+  return "\n".join(lines)
+
+
+def update_readme(name: str, out, path=os.path.join(ROOT, "README.md")):
+  """Replaces the block between `<!-- reproduce:NAME -->` and
+  `<!-- /reproduce:NAME -->` in the README with `markdown(out)`, so the
+  published tables are exactly the JSON's."""
+  start, end = f"<!-- reproduce:{name} -->", f"<!-- /reproduce:{name} -->"
+  with open(path) as f:
+    text = f.read()
+  if start not in text or end not in text:
+    raise SystemExit(f"{path} has no {start} ... {end} block")
+  head, rest = text.split(start, 1)
+  _, tail = rest.split(end, 1)
+  state = ("" if out["complete"] else
+           f"\n**Incomplete:** {len(out['missing'])} runs missing "
+           f"({', '.join(out['missing'][:4])}...).\n")
+  text = f"{head}{start}\n{state}{markdown(out)}\n\n{end}{tail}"
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
