@@ -334,3 +334,78 @@ def test_load_teacher_needs_the_model_for_old_checkpoints(tmp_path):
   with _one_line_error("no teacher checkpoint"):
     load_teacher(str(tmp_path / "nowhere"))
 
+
+
+def _np_model_id(variables):
+  """sha256 over the leaves in key-path order: "['a']['b']|<f4|(2, 3);"
+  then the bytes; 16 hex digits (serve_teacher.model_id's recipe)."""
+  import hashlib
+  leaves = []
+
+  def walk(prefix, tree):
+    if isinstance(tree, dict):
+      for k in tree:
+        walk(f"{prefix}['{k}']", tree[k])
+    else:
+      leaves.append((prefix, np.ascontiguousarray(np.asarray(tree))))
+  walk("", variables)
+  h = hashlib.sha256()
+  for path, a in sorted(leaves, key=lambda t: t[0]):
+    h.update(f"{path}|{a.dtype.str}|{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
+
+
+def test_serve_teacher_cli_with_a_key_and_a_store_replays_after_a_restart(
+    tmp_path, monkeypatch):
+  monkeypatch.delenv("JAXKD_TEACHER_API_KEY", raising=False)
+  params = _save_tiny_teacher(str(tmp_path))
+  key_file = tmp_path / "key.txt"
+  key_file.write_text("s3cret-token\n")
+  auth = {"Authorization": "Bearer s3cret-token"}
+  cmd = [sys.executable, "-m", "jaxkd.serve_teacher", "--checkpoint",
+         str(tmp_path), "--port", "0", "--api-key-file", str(key_file),
+         "--idempotency-db", str(tmp_path / "idem.sqlite")]
+  env = {k: v for k, v in os.environ.items() if k != "JAXKD_TEACHER_API_KEY"}
+  x = _images(5, seed=4)
+  answers, stats = [], []
+  for _ in range(2):  # the second server is the first one restarted
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(env, PYTHONPATH=ROOT))
+    try:
+      line = proc.stdout.readline()
+      assert line.startswith("serving on http://127.0.0.1:"), (
+          line + proc.stderr.read() if proc.poll() is not None else line)
+      url = line.split()[-1]
+      with _one_line_error(r"HTTP 401.*no key was sent"):
+        _client(url)(x)
+      fn = _client(url, timeout=30.0, api_key_file=str(key_file))
+      answers.append(fn(x, request_id="cli"))
+      with urllib.request.urlopen(urllib.request.Request(
+          url + "/stats", headers=auth)) as r:
+        stats.append(json.load(r))
+      with urllib.request.urlopen(urllib.request.Request(
+          url + "/info", headers=auth)) as r:
+        info = json.load(r)
+    finally:
+      proc.terminate()
+      proc.wait(timeout=30)
+  np.testing.assert_allclose(answers[0], np_mlp(params, x), rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_array_equal(answers[1], answers[0])
+  assert stats == [
+      {"answered_images": 5, "requests": 1, "keys": 1, "replays": 0},
+      {"answered_images": 5, "requests": 1, "keys": 1, "replays": 1}]
+  # /info names the model, not where it lives; model_id is its parameters'.
+  assert "checkpoint" not in info and str(tmp_path) not in json.dumps(info)
+  assert info["model"] == "mlp" and info["num_classes"] == 3
+  assert info["input_shape"] == [3, 3, 1] and info["accuracy"] == 0.5
+  assert info["model_id"] == _np_model_id({"params": params}) == fn.model_id
+  other = _plus_one(params)
+  assert _np_model_id({"params": other}) != info["model_id"]
+
+
+def _plus_one(params):
+  return {k: _plus_one(v) if isinstance(v, dict) else v + 1
+          for k, v in params.items()}
