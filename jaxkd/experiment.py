@@ -14,7 +14,6 @@ Below this module jaxkd takes settings objects, never a ConfigDict.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict
 
 from jaxkd import run_dir, settings as settings_lib
@@ -33,12 +32,13 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   """Runs the configured job (`config.job`: "active" or "unix") in
   `workdir` (resumable) and returns what it writes to results.json."""
   settings = validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  accepted = run_dir.check_resume(settings, workdir)
-  return JOBS[settings.job](settings, workdir, accepted)
+  with run_dir.workdir_lock(workdir):
+    accepted = run_dir.check_resume(settings, workdir)
+    return JOBS[settings.job](settings, workdir, accepted)
 
 
 def teacher_only(config: Any, workdir: str) -> Dict[str, Any]:
   """`--mode=teacher`: trains, evaluates and saves the teacher in
   workdir/teacher; returns its teacher.json."""
-  return teacher.run(settings_lib.parse(config), workdir)
+  with run_dir.workdir_lock(workdir):
+    return teacher.run(settings_lib.parse(config), workdir)

@@ -40,10 +40,10 @@ from jaxkd import train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.selection import SelectionInputs, Strategy, get_strategy
-from jaxkd.selection.registry import LOOP_FIELDS
+from jaxkd.selection.registry import LOOP_FIELDS, parse_options
 from jaxkd.ledger import ledger_error
 from jaxkd.teacher import TeacherOracle
-from jaxkd.validation import JaxkdError, check_k
+from jaxkd.validation import JaxkdError, check_k, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,17 @@ class StudentTraining:
   temperature: float = setting(4.0, "KD temperature T (> 0).")
   retrain: bool = setting(True, "Retrain the student from its fixed init "
                           "each round (False: fine-tune).")
+
+  def validate(self, prefix: str = "") -> "StudentTraining":
+    """One-line JaxkdError for a value that would fail after paying."""
+    from jaxkd import losses
+    check_number(f"{prefix}train_steps", self.train_steps, integer=True)
+    check_number(f"{prefix}batch_size", self.batch_size, integer=True)
+    check_number(f"{prefix}learning_rate", self.learning_rate)
+    check_number(f"{prefix}temperature", self.temperature)
+    train.OPTIMIZERS.get(self.optimizer)
+    losses.LOSSES.get(self.loss)
+    return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +109,9 @@ class RoundContext:
   """What a strategy's hooks see. `state` is the student after the previous
   round (None before round 0), `extra` the strategy's checkpointed pytree,
   `cache` its in-memory state for this run, `available` [|U|] bool marks
-  candidates not paid in earlier rounds."""
+  candidates not paid in earlier rounds, `options` is the run's instance of
+  the strategy's options dataclass (built once from
+  `settings.strategy_options`)."""
   round: int
   student: nn.Module
   oracle: TeacherOracle
@@ -113,6 +126,7 @@ class RoundContext:
   available: Optional[np.ndarray] = None
   cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
   log: Callable[[str], None] = print
+  options: Any = None
 
   @property
   def input_shape(self):
@@ -178,13 +192,16 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
   initial_indices = np.asarray(initial_indices, np.int64)
   candidate_indices = np.asarray(
       [] if candidate_indices is None else candidate_indices, np.int64)
+  # Bad options fail here, before round 0 pays anything.
+  options = parse_options(strat, settings.strategy_options,
+                          name=strat.name or name)
   _check_plan(settings, strat, initial_indices, candidate_indices, oracle)
   os.makedirs(workdir, exist_ok=True)
   ctx = RoundContext(round=0, student=student, oracle=oracle,
                      initial_indices=initial_indices,
                      candidate_indices=candidate_indices, settings=settings,
                      initial_labels=initial_labels, mesh=mesh,
-                     progress=progress, log=log)
+                     progress=progress, log=log, options=options)
   ctx.extra = strat.init_extra(ctx)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
@@ -206,8 +223,9 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
         ctx.available = ~np.isin(candidate_indices, paid)
         inputs = _selection_inputs(strat, ctx)
         key = jax.random.fold_in(jax.random.key(settings.seed), r)
-        opts = dict(settings.strategy_options)
-        query = strat.select(key, ctx, inputs, settings.per_round, **opts)
+        query = strat.select(key, ctx, inputs, settings.per_round,
+                             **dataclasses.asdict(options))
+        _check_query_size(name, query, settings.per_round)
         selected = query.pay(ctx, round=r)
       images, targets = strat.training_data(ctx, r)
       prev = None if settings.retrain else ctx.state
@@ -224,8 +242,19 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
   return records
 
 
+def _check_query_size(name, query, k):
+  """A strategy's query must hold exactly `per_round` items: fewer or more
+  would be paid as is and shift every later round."""
+  size = getattr(query, "size", k)
+  if size != k:
+    raise JaxkdError(
+        f"strategy {name!r} returned {size} items for per_round={k}; nothing "
+        "of this round was paid.")
+
+
 def _check_plan(settings, strat, initial, candidates, oracle):
-  """Budget and capacity, before anything is paid."""
+  """Settings, budget and capacity, before anything is paid."""
+  settings.validate("LoopSettings.")
   if settings.rounds < 0:
     raise JaxkdError(f"rounds must be >= 0, got {settings.rounds}.")
   if settings.rounds:
@@ -245,9 +274,9 @@ def _check_plan(settings, strat, initial, candidates, oracle):
 
 
 def _template(ctx: RoundContext):
-  state = train.create_train_state(ctx.student,
-                                   jax.random.key(ctx.settings.seed),
-                                   ctx.input_shape, train.student_optimizer(ctx.settings))
+  state = train.create_train_state(
+      ctx.student, jax.random.key(ctx.settings.seed), ctx.input_shape,
+      train.student_optimizer(ctx.settings))
   return state if ctx.extra is None else {"student": state,
                                           "extra": ctx.extra}
 

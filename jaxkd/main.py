@@ -5,9 +5,10 @@ With no flags it runs the default digits job (jaxkd/configs/default.py) in
 `--mode=teacher` only trains, evaluates and saves the teacher (in
 WORKDIR/teacher; load it in later runs with
 `--config.teacher.checkpoint=WORKDIR/teacher`). `--list_config` prints every
-config field with its default and meaning. On several hosts, call with
-`--multihost` so that `jax.distributed.initialize()` runs before JAX touches
-a device.
+config field with its default and meaning, then the options of each
+strategy in `config.strategy_options` with their values and meanings. On
+several hosts, call with `--multihost` so that `jax.distributed.initialize()`
+runs before JAX touches a device.
 
 Bad input (a `JaxkdError`, or a bad flag) is printed as one line
 `error: ...` on stderr with exit status 2; `--verbose` or `JAXKD_DEBUG=1`
@@ -56,8 +57,28 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 
 
 def _override_error(e: BaseException) -> ValueError:
-  return ValueError(f"bad --config override ({' '.join(str(e).split())}); "
-                    "python -m jaxkd.main --list_config lists the fields.")
+  what = str(e).replace("\\n", " ").replace("\\", "").replace("'", "")
+  what = " ".join(what.split())
+  return ValueError(f"bad --config override ({what}); python -m jaxkd.main "
+                    "--list_config lists the fields.")
+
+
+def check_tuple_overrides(argv: Sequence[str]) -> None:
+  """`--config.seeds=3` for a tuple field is refused: absl would take it as
+  one seed, seed 3. A tuple is written `--config.seeds='(0,1,2)'`."""
+  from jaxkd import fields, settings
+  tuples = {name for cls in settings.JOB_SETTINGS.values()
+            for name, value, _ in fields.flat_fields(cls())
+            if isinstance(value, tuple)}
+  for arg in argv:
+    name, eq, value = arg.partition("=")
+    if not (eq and name.startswith("--config.")):
+      continue
+    field = name[len("--config."):]
+    if field in tuples and not value.strip().startswith(("(", "[")):
+      raise ValueError(
+          f"config.{field} is a tuple: write --config.{field}='({value},)' "
+          f"for one value (seeds: '(0,1,2)' for three seeds).")
 
 
 def _debug(fv: Optional[flags.FlagValues] = None) -> bool:
@@ -76,6 +97,8 @@ def print_error(e: BaseException, fv: Optional[flags.FlagValues] = None
   if _debug(fv):
     traceback.print_exception(type(e), e, e.__traceback__)
   msg = " ".join(str(e).split()) or type(e).__name__
+  if "JaxkdError: " in msg:  # raised inside a config file's get_config
+    msg = msg.rsplit("JaxkdError: ", 1)[1]
   print(f"error: {msg}", file=sys.stderr, flush=True)
   return USAGE_ERROR
 
@@ -106,7 +129,13 @@ def _run(fv: flags.FlagValues) -> None:
   config = fv.config
   if fv.list_config:
     from jaxkd import fields, settings
-    print(fields.describe(settings.parse(config)), flush=True)
+    from jaxkd.selection.registry import options_lines
+    parsed = settings.parse(config)
+    lines = [fields.describe(parsed)]
+    for name, opts in getattr(parsed, "strategy_options", {}).items():
+      lines += options_lines(name,
+                             settings.parse_strategy_options(name, opts))
+    print("\n".join(lines), flush=True)
     return
   import jax
   if fv.multihost:
@@ -124,8 +153,9 @@ def _run(fv: flags.FlagValues) -> None:
 def parse_flags(argv):
   """absl flag parsing with a bad flag as one line and exit status 2."""
   try:
+    check_tuple_overrides(argv)
     return FLAGS(argv)
-  except flags.Error as e:
+  except (flags.Error, ValueError) as e:
     sys.exit(print_error(e))
 
 
@@ -141,6 +171,7 @@ def run_cli(argv: Sequence[str]) -> int:
   argv = list(argv)
   fv = flags.FlagValues()
   try:
+    check_tuple_overrides(argv)
     define_flags(fv, argv)
     fv(argv)
   except flags.Error as e:

@@ -17,11 +17,17 @@ then recorded in results.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Optional
+
+try:
+  import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+  fcntl = None
 
 from jaxkd.checkpoint import write_json_atomic
 from jaxkd.validation import JaxkdError
@@ -30,7 +36,7 @@ CONFIG_JSON = "config.json"
 # Fields that do not change any result: never part of the resume check.
 RESUME_FREE = ("progress", "resume_with_changes", "strategies", "seeds",
                "data_dir", "unix.methods", "_accepted_changes",
-               "data_verify_md5", "allow_overlap")
+               "data_verify_md5", "allow_overlap", "teacher.api_key_file")
 
 
 def run_dirname(name: str) -> str:
@@ -71,14 +77,21 @@ def diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> str:
                    for k in keys)
 
 
-def config_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+def config_changes(old: Dict[str, Any], new: Dict[str, Any],
+                   defaults: Optional[Dict[str, Any]] = None) -> str:
   """One-line diff of the result-changing keys of two config dicts ('' if
   none); keys in `RESUME_FREE` (progress, strategies, seeds, ...) may
-  change freely."""
+  change freely, and a key `old` lacks (a setting added since it was
+  written) is no change while `new` holds its default from `defaults`."""
   strip = lambda d: {k: v for k, v in _flat(plain(d)).items()
                      if not any(k == f or k.startswith(f + ".")
                                 for f in RESUME_FREE)}
-  return diff(strip(old), strip(new))
+  a, b = strip(old), strip(new)
+  base = _flat(plain(defaults or {}))
+  for k in list(b):
+    if k not in a and k in base and b[k] == base[k]:
+      del b[k]
+  return diff(a, b)
 
 
 def check_resume(settings: Any, workdir: str) -> List[str]:
@@ -88,10 +101,17 @@ def check_resume(settings: Any, workdir: str) -> List[str]:
   path = os.path.join(workdir, CONFIG_JSON)
   new = plain(settings)
   accepted = []
+  if not os.path.exists(path) and has_outputs(workdir) and (
+      not settings.resume_with_changes):
+    raise JaxkdError(
+        f"{workdir} holds a run but its {CONFIG_JSON} is missing, so its "
+        "settings cannot be checked; restore the file, rerun with "
+        "--config.resume_with_changes=True to accept these settings, or use "
+        "a new workdir.")
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    changes = config_changes(old, new)
+    changes = config_changes(old, new, type(settings)())
     if changes:
       if not settings.resume_with_changes:
         raise JaxkdError(
@@ -113,3 +133,52 @@ def run_ledgers(workdir: str) -> List[str]:
           if os.path.isdir(os.path.join(workdir, d)) and d != "teacher"
           for s in sorted(os.listdir(os.path.join(workdir, d)))
           if os.path.isfile(os.path.join(workdir, d, s, "ledger.sqlite"))]
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Holds an exclusive lock on workdir/.lock while a job runs.
+
+  Taken before anything else (teacher training included): a second process
+  on the same workdir is refused in one line naming the first one's pid,
+  instead of racing it to save the teacher or pay the same points. The
+  kernel drops the lock when its process dies (even by SIGKILL), so a
+  killed run can always be rerun.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fh = open(path, "a+")
+  try:
+    if fcntl is not None:
+      try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        fh.seek(0)
+        pid = fh.read().strip() or "unknown"
+        raise JaxkdError(
+            f"{workdir} is in use by another jaxkd process (pid {pid}); wait "
+            "for it to finish or use another workdir.") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    yield
+  finally:
+    fh.close()  # releases the lock
+
+
+def has_outputs(workdir: str) -> bool:
+  """The workdir holds a job's outputs (run ledgers or UNIX records): a
+  missing config.json there is not a fresh start. (A saved teacher guards
+  itself: its teacher.json records the settings it was trained with.)"""
+  if not os.path.isdir(workdir):
+    return False
+  if run_ledgers(workdir):
+    return True
+  return any(f.startswith("seed") and f.endswith(".json")
+             for d in os.listdir(workdir)
+             if os.path.isdir(os.path.join(workdir, d))
+             for f in os.listdir(os.path.join(workdir, d)))

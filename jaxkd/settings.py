@@ -22,19 +22,17 @@ boundary jaxkd takes these objects, never a ConfigDict.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import ml_collections
-import numpy as np
 
-from jaxkd import fields
+from jaxkd import fields, run_dir
 from jaxkd.fields import same_as, setting
 from jaxkd.loop import LoopSettings, StudentTraining
 from jaxkd.unix import METHODS as UNIX_METHODS
 from jaxkd.unix import UnixConfig
-from jaxkd.validation import JaxkdError, is_int
+from jaxkd.validation import JaxkdError, check_number
 
 JOBS = ("active", "unix")
 ALL_STRATEGIES = ("random", "entropy", "margin", "least_confidence",
@@ -44,13 +42,17 @@ ALL_STRATEGIES = ("random", "entropy", "margin", "least_confidence",
 
 def check_positive(name, value, *, integer=False, zero_ok=False):
   """`config.<name>` must be a finite number (an int) > 0 (>= 0)."""
-  ok_type = is_int(value) if integer else isinstance(
-      value, (int, float, np.number))
-  if not ok_type or not math.isfinite(value) or (
-      value < 0 if zero_ok else value <= 0):
-    kind = "an int" if integer else "a finite number"
-    rel = ">= 0" if zero_ok else "> 0"
-    raise JaxkdError(f"config.{name} must be {kind} {rel}, got {value!r}.")
+  check_number(f"config.{name}", value, integer=integer, zero_ok=zero_ok)
+
+
+def check_distinct(name, values) -> None:
+  """`config.<name>` must not repeat a value (it would be counted twice)."""
+  seen = set()
+  for v in values:
+    if v in seen:
+      raise JaxkdError(f"config.{name} lists {v!r} twice: it would run and "
+                       f"be counted twice ({tuple(values)}).")
+    seen.add(v)
 
 
 # ------------------------------------------------------------- sections ---
@@ -84,11 +86,14 @@ class TeacherSettings:
                      "the active job queries instead of training one.")
   checkpoint: str = setting("", "Folder of a saved teacher (--mode=teacher "
                             "output): load it instead of training one.")
+  api_key_file: str = setting(
+      "", "File holding the API key of teacher.url (sent as a Bearer token); "
+      "'' = $JAXKD_TEACHER_API_KEY when set.")
 
   def training_fields(self) -> Dict[str, Any]:
     """The fields a trained teacher records (a remote one is not trained)."""
     out = dataclasses.asdict(self)
-    del out["url"]
+    del out["url"], out["api_key_file"]
     return out
 
   def validate(self, job: str = "active") -> "TeacherSettings":
@@ -101,6 +106,9 @@ class TeacherSettings:
         raise JaxkdError("config.teacher.url is for the active job; the UNIX "
                          "job needs the teacher's model (its features and "
                          "FLOPs).")
+    if self.api_key_file and not os.path.isfile(self.api_key_file):
+      raise JaxkdError(f"config.teacher.api_key_file {self.api_key_file!r} "
+                       "is not a file.")
     check_positive("teacher.epochs", self.epochs, integer=True)
     check_positive("teacher.batch_size", self.batch_size, integer=True)
     check_positive("teacher.learning_rate", self.learning_rate)
@@ -151,6 +159,12 @@ class UnixSettings:
     check_positive("unix.batch_size", self.batch_size, integer=True)
     check_positive("unix.lr", self.lr)
     check_positive("unix.temperature", self.temperature)
+    check_positive("unix.max_train", self.max_train, integer=True,
+                   zero_ok=True)
+    check_positive("unix.warmup_epochs", self.warmup_epochs, integer=True,
+                   zero_ok=True)
+    check_positive("unix.weight_decay", self.weight_decay, zero_ok=True)
+    check_distinct("unix.methods", self.methods)
     if not tuple(self.methods):
       raise JaxkdError("config.unix.methods is empty: nothing would run.")
     for method in self.methods:
@@ -200,6 +214,7 @@ class JobSettings:
       raise JaxkdError("config.seeds is empty: nothing would run.")
     for s in self.seeds:
       check_positive("seeds", s, integer=True, zero_ok=True)
+    check_distinct("seeds", self.seeds)
     self.teacher.validate(self.job)
     self.check_names()
     self.check_data_fields()
@@ -218,6 +233,12 @@ class JobSettings:
 
   def check_data_fields(self) -> None:
     from jaxkd import data, teacher_training
+    own = self.dataset.startswith(("npz:", "idx:"))
+    for name in ("image_shape", "num_classes"):
+      if not own and getattr(self, name):
+        raise JaxkdError(
+            f"config.{name} is for own files (npz:/idx:); {self.dataset} "
+            f"brings its own {name.replace('_', ' ')}: unset it.")
     if tuple(self.image_shape):
       data.arrays.image_shape_arg(tuple(self.image_shape))  # raises
     check_positive("num_classes", self.num_classes, integer=True,
@@ -259,13 +280,21 @@ class ActiveSettings(JobSettings):
         strategy_options=dict(self.strategy_options.get(strategy, {})))
 
   def validate(self) -> "ActiveSettings":
-    from jaxkd import losses, train
     from jaxkd.selection import get_strategy
     self.validate_common()
     if not tuple(self.strategies):
       raise JaxkdError("config.strategies is empty: nothing would run.")
     for name in self.strategies:
       get_strategy(name)  # the message lists the known names
+    check_distinct("strategies", self.strategies)
+    dirs = {}
+    for name in self.strategies:
+      other = dirs.setdefault(run_dir.run_dirname(name), name)
+      if other != name:
+        raise JaxkdError(
+            f"config.strategies {other!r} and {name!r} would share the run "
+            f"folder {run_dir.run_dirname(name)!r}; rename one (register it "
+            "under another name).")
     check_positive("rounds", self.rounds, integer=True, zero_ok=True)
     check_positive("per_round", self.per_round, integer=True)
     check_positive("budget", self.budget, integer=True, zero_ok=True)
@@ -275,15 +304,9 @@ class ActiveSettings(JobSettings):
           f"split.initial + rounds x per_round = {self.split.initial} + "
           f"{self.rounds} x {self.per_round} = {need} queries exceed "
           f"config.budget={self.budget}.")
-    lc = self.loop
-    check_positive("loop.train_steps", lc.train_steps, integer=True)
-    check_positive("loop.batch_size", lc.batch_size, integer=True)
-    check_positive("loop.learning_rate", lc.learning_rate)
-    check_positive("loop.temperature", lc.temperature)
-    train.OPTIMIZERS.get(lc.optimizer)
-    losses.LOSSES.get(lc.loss)
+    self.loop.validate("config.loop.")
     for name, opts in self.strategy_options.items():
-      check_strategy_options(name, opts)
+      parse_strategy_options(name, opts)
     return self
 
 
@@ -303,21 +326,18 @@ class UnixJobSettings(JobSettings):
     return self
 
 
-def check_strategy_options(name: str, options: Dict[str, Any]) -> None:
-  """Options of a strategy must be ones its `select` takes (when it names
-  them; a strategy taking **options checks its own)."""
+def parse_strategy_options(name: str, options: Any) -> Any:
+  """The options of strategy `name` (a registered name or an import path)
+  from `config.strategy_options.<name>`, as its options dataclass
+  (`jaxkd.selection.registry.parse_options`); a one-line JaxkdError if
+  `name` names no strategy or the strategy does not take these options."""
   from jaxkd.selection import get_strategy
-  strat = get_strategy(name)
-  fn = getattr(strat, "fn", None) or strat.select
-  params = inspect.signature(fn).parameters.values()
-  if any(p.kind == p.VAR_KEYWORD for p in params):
-    return
-  known = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
-  for key in options:
-    if key not in known:
-      raise JaxkdError(
-          f"config.strategy_options.{name}: unknown option {key!r}; "
-          f"{name} takes {', '.join(known) or 'no options'}.")
+  from jaxkd.selection.registry import parse_options
+  try:
+    strat = get_strategy(name)
+  except JaxkdError as e:
+    raise JaxkdError(f"config.strategy_options.{name}: {e}") from None
+  return parse_options(strat, options, name=name)
 
 
 # ------------------------------------------------------------ boundary ---

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Any, Callable, Dict, Tuple
 
@@ -61,6 +62,19 @@ def _refuse_lost_teacher(workdir: str, path: str) -> None:
         "workdir.")
 
 
+def _remove_interrupted_saves(path: str) -> None:
+  """Folders of a teacher save that a kill interrupted (no teacher.json):
+  no ledger holds their answers (`_refuse_lost_teacher` checked), and the
+  caller holds the workdir lock, so nothing else is writing them."""
+  parent, base = os.path.split(path)
+  for name in os.listdir(parent) if os.path.isdir(parent) else ():
+    if name.startswith(base + ".partial-"):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+  if os.path.isdir(path) and not os.path.exists(
+      os.path.join(path, "remote.json")):
+    shutil.rmtree(path)
+
+
 def trained_teacher(ts: TeacherSettings, *, num_classes: int, image_shape,
                     train_images, train_labels, test_images, test_labels,
                     workdir: str, record: Dict[str, Any], mesh=None,
@@ -83,6 +97,7 @@ def trained_teacher(ts: TeacherSettings, *, num_classes: int, image_shape,
          f"{meta['accuracy']:.4f}")
     return model, variables, float(meta["accuracy"])
   _refuse_lost_teacher(workdir, path)
+  _remove_interrupted_saves(path)
   t0 = time.time()
   model, variables, acc = teacher_training.train_teacher(
       ts.model, train_images, train_labels, test_images, test_labels,
@@ -126,7 +141,7 @@ def remote_teacher(ts: TeacherSettings, test_images, test_labels,
   """
   from jaxkd.http_teacher import http_teacher
   url = ts.url
-  fn = http_teacher(url)
+  fn = http_teacher(url, api_key_file=ts.api_key_file or None)
   path = os.path.join(teacher_dir(workdir), "remote.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -141,7 +156,8 @@ def remote_teacher(ts: TeacherSettings, test_images, test_labels,
                      f"{dataset_name} has {num_classes}; nothing was paid.")
   acc = float(np.mean(logits.argmax(1) == y))
   write_json_atomic(path, {"url": url, "accuracy": acc,
-                           "test_images": len(x)})
+                           "test_images": len(x),
+                           "model_id": getattr(fn, "model_id", None)})
   _log(f"teacher at {url}: test accuracy {acc:.4f} ({len(x)} test images "
        "sent once, outside the budget)")
   return fn, acc

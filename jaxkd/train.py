@@ -435,5 +435,6 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
 
 def _progress(total: int, desc: str, enabled: bool):
   from tqdm.auto import tqdm
-  return tqdm(total=total, desc=desc, disable=not enabled, leave=False,
-              dynamic_ncols=True, mininterval=0.5)
+  # disable=None: bars only on a terminal (never into a log file).
+  return tqdm(total=total, desc=desc, disable=None if enabled else True,
+              leave=False, dynamic_ncols=True, mininterval=0.5)

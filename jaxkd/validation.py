@@ -9,6 +9,7 @@ public function itself; the jitted cores assume valid input.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import jax
@@ -85,3 +86,16 @@ def check_positive(name: str, value: float, *, strict: bool = True) -> None:
   if not ok or not np.isfinite(value):
     rel = "> 0" if strict else ">= 0"
     raise JaxkdError(f"{name} must be {rel}, got {value}.")
+
+
+def check_number(name: str, value: Any, *, integer: bool = False,
+                 zero_ok: bool = False) -> None:
+  """`name` must be a finite number (an int when `integer`) > 0, or >= 0
+  when `zero_ok`; a one-line JaxkdError otherwise."""
+  ok_type = is_int(value) if integer else isinstance(
+      value, (int, float, np.number))
+  if not ok_type or not math.isfinite(value) or (
+      value < 0 if zero_ok else value <= 0):
+    kind = "an int" if integer else "a finite number"
+    rel = ">= 0" if zero_ok else "> 0"
+    raise JaxkdError(f"{name} must be {kind} {rel}, got {value!r}.")

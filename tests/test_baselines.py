@@ -162,6 +162,23 @@ def test_coreset_without_any_center_starts_at_first_available():
   np.testing.assert_array_equal(got, np_kcenter_greedy(emb, avail, 5, centers))
 
 
+def test_coreset_center_loop_equals_the_masked_pass_and_bruteforce():
+  """The nearest-center start loops over the m existing centers (padded to a
+  power of two by repeating one) instead of all n points: the same
+  distances, so the same picks as the masked O(n^2) pass and NumPy."""
+  rng = np.random.default_rng(11)
+  n = 300
+  emb = rng.normal(size=(n, 6)).astype(np.float32)
+  for m in (1, 5, 64, 100):  # 100 pads to 128
+    avail = np.ones(n, bool)
+    avail[rng.choice(n, m, replace=False)] = False
+    got = np.asarray(baselines.coreset_select(emb, avail, 12))
+    masked = np.asarray(baselines._kcenter_greedy(
+        jnp.asarray(emb), jnp.asarray(avail), jnp.asarray(~avail), 12))
+    np.testing.assert_array_equal(got, masked)
+    np.testing.assert_array_equal(got, np_kcenter_greedy(emb, avail, 12))
+
+
 def test_coreset_tie_rule_exact_grid():
   # Points at 0..8 on a line (exact in float32), center at 4: 0 and 8 tie at
   # distance 16, so the first pick is 0; then 8 (distance 16 vs <= 4 others).

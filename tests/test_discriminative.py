@@ -16,6 +16,7 @@ from jaxkd import loop, parallel
 from jaxkd.models import get_model
 from jaxkd.selection import discriminative as dal
 from jaxkd.selection import get_strategy
+from jaxkd.selection.registry import parse_options
 from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError
 
@@ -92,8 +93,8 @@ def test_default_mlp_discriminator_and_unlabelled_subsets():
   with pytest.raises(JaxkdError, match="sub_batches"):
     dal.discriminative_select(jax.random.key(1), lab, feat, avail, 2,
                               sub_batches=0)
-  with pytest.raises(JaxkdError, match="unknown options"):
-    dal.check_options(widths=3)
+  with pytest.raises(JaxkdError, match="discriminative: unknown option"):
+    parse_options(get_strategy("discriminative"), {"widths": 3})
   with pytest.raises(JaxkdError, match="labelled"):
     dal.discriminative_select(jax.random.key(1), lab[:0], feat, avail, 2)
 
@@ -132,7 +133,10 @@ def test_run_loop_labels_initial_and_paid_points(tmp_path, monkeypatch):
   assert len(set(keys)) == 18
   # L (10 points) is embedded separately; paid candidates are unavailable.
   assert [s[:2] for s in seen] == [(10, 30), (10, 26)]
-  assert seen[0][2] == {"sub_batches": 2}
+  # The run's options, whole: the given one and every other at its default.
+  assert seen[0][2] == dict(sub_batches=2, unlabelled_ratio=10.0, hidden=None,
+                            solver="adam", steps=500, learning_rate=3e-4,
+                            l2=0.0, stop_accuracy=0.98)
 
 
 def test_bad_options_fail_before_anything_is_paid(tmp_path):

@@ -10,6 +10,7 @@ from jaxkd import loop, parallel, train
 from jaxkd.models import apply_model, get_model, init_model
 from jaxkd.selection import get_strategy
 from jaxkd.selection import learning_loss as ll
+from jaxkd.selection.registry import parse_options
 from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError
 
@@ -167,9 +168,9 @@ def test_selection_is_top_k_predicted_loss_among_available():
                                 subset=10)
   assert len(set(sub.tolist())) == 4 and avail[sub].all()
   with pytest.raises(JaxkdError, match="learning_loss: margin"):
-    ll.check_options(margin=-1.0)
-  with pytest.raises(JaxkdError, match="unknown options"):
-    ll.check_options(nope=1)
+    parse_options(get_strategy("learning_loss"), {"margin": -1.0})
+  with pytest.raises(JaxkdError, match="learning_loss: unknown option"):
+    parse_options(get_strategy("learning_loss"), {"nope": 1})
 
 
 def test_run_loop_pays_each_round_once_and_resumes_the_module(tmp_path):

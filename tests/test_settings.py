@@ -141,3 +141,24 @@ def test_readme_field_tables_are_the_generated_ones():
   end = text.index(settings.TABLES_END) + len(settings.TABLES_END)
   assert text[start:end] == settings.readme_tables(), (
       "rerun python -m jaxkd.settings and paste its output into README.md")
+
+
+def test_a_setting_added_since_a_run_is_no_change_at_its_default(tmp_path):
+  """A workdir written before a setting existed resumes while the new
+  setting keeps its default; set to another value, it is a change."""
+  import json
+  from jaxkd import run_dir
+  s = settings.ActiveSettings()
+  run_dir.check_resume(s, str(tmp_path))
+  path = tmp_path / "config.json"
+  old = json.loads(path.read_text())
+  del old["loop"]["retrain"]            # as if written before it existed
+  path.write_text(json.dumps(old))
+  assert run_dir.check_resume(s, str(tmp_path)) == []
+  old = json.loads(path.read_text())
+  del old["loop"]["retrain"]
+  path.write_text(json.dumps(old))
+  changed = dataclasses.replace(
+      s, loop=dataclasses.replace(s.loop, retrain=False))
+  with pytest.raises(JaxkdError, match="loop.retrain"):
+    run_dir.check_resume(changed, str(tmp_path))

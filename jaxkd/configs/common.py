@@ -13,21 +13,40 @@ import ml_collections
 
 from jaxkd import fields, loop, settings
 from jaxkd.settings import ALL_STRATEGIES, active_config, unix_config
+from jaxkd.validation import JaxkdError
 
 __all__ = ["ALL_STRATEGIES", "active_config", "unix_config", "loop_config",
            "teacher_config", "parse_arg"]
 
 
 def parse_arg(arg: str, **defaults):
-  """Parses 'a=1,b=x' or a bare flag like 'runlocal' into a ConfigDict."""
+  """Parses 'a=1,b=x' or a bare flag like 'runlocal' into a ConfigDict.
+
+  Only the names in `defaults` exist: another name (a misspelt variant
+  such as 'quik', or a field such as 'rounds=3' that belongs in
+  `--config.rounds=3`) is a one-line JaxkdError listing the variants.
+  """
   out = ml_collections.ConfigDict(defaults)
   for part in filter(None, (arg or "").split(",")):
-    if "=" in part:
-      k, v = part.split("=", 1)
-      kind = type(defaults.get(k, ""))
-      out[k] = (v.lower() in ("1", "true", "yes")) if kind is bool else kind(v)
+    k, eq, v = part.partition("=")
+    if k not in defaults:
+      known = ", ".join(sorted(defaults)) or "none"
+      raise JaxkdError(
+          f"Unknown config variant {k!r} in {arg!r}; this config takes: "
+          f"{known} (set other fields with --config.<field>=...).")
+    kind = type(defaults[k])
+    if not eq:
+      if kind is not bool:
+        raise JaxkdError(f"Config variant {k!r} needs a value: {k}=...")
+      out[k] = True
+    elif kind is bool:
+      out[k] = v.lower() in ("1", "true", "yes")
     else:
-      out[part] = True
+      try:
+        out[k] = kind(v)
+      except ValueError:
+        raise JaxkdError(f"Config variant {k}={v!r} is not a valid "
+                         f"{kind.__name__}.") from None
   return out
 
 

@@ -77,6 +77,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple, Optional
 
@@ -87,8 +88,10 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxkd import parallel
+from jaxkd.fields import setting
 from jaxkd.selection.baselines import entropy as _entropy
-from jaxkd.selection.registry import SelectionInputs, register_strategy
+from jaxkd.selection.registry import (SelectionInputs, parse_options,
+                                      register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
                               check_k, check_positive, check_rank, is_concrete)
 
@@ -374,6 +377,25 @@ def _mesh_of(x) -> Optional[Mesh]:
   return sh.mesh
 
 
+def _check_hyperparameters(alpha, theta, max_iter, tol, atol=0.0, relax=1.0):
+  """One-line JaxkdError on a bad solver hyperparameter (see `admm_solve`)."""
+  check_positive("alpha", alpha, strict=False)
+  check_positive("theta", theta)
+  check_positive("tol", tol, strict=False)
+  check_positive("atol", atol, strict=False)
+  if not 0.0 < float(relax) < 2.0:
+    raise JaxkdError(f"relax must be in (0, 2), got {relax}.")
+  if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
+    raise JaxkdError(f"max_iter must be an int, got {max_iter!r}.")
+  if max_iter < 0:
+    raise JaxkdError(f"max_iter must be >= 0, got {max_iter}.")
+
+
+def _check_beta(beta):
+  if not 0.0 <= beta <= 1.0:
+    raise JaxkdError(f"beta must be in [0, 1], got {beta}.")
+
+
 def admm_solve(features: Any, *, alpha: float = 1e-6, theta: float = 1e-5,
                max_iter: int = 500, tol: float = 1e-4, atol: float = 0.0,
                normalize: bool = False, adaptive: bool = False,
@@ -445,17 +467,8 @@ def admm_solve(features: Any, *, alpha: float = 1e-6, theta: float = 1e-5,
   if features.shape[0] < 1 or features.shape[1] < 1:
     raise JaxkdError(f"features must be non-empty [n, d], got shape "
                      f"{tuple(features.shape)}.")
-  check_positive("alpha", alpha, strict=False)
-  check_positive("theta", theta)
-  check_positive("tol", tol, strict=False)
-  check_positive("atol", atol, strict=False)
-  if not 0.0 < float(relax) < 2.0:
-    raise JaxkdError(f"relax must be in (0, 2), got {relax}.")
+  _check_hyperparameters(alpha, theta, max_iter, tol, atol, relax)
   relax = float(relax)
-  if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
-    raise JaxkdError(f"max_iter must be an int, got {max_iter!r}.")
-  if max_iter < 0:
-    raise JaxkdError(f"max_iter must be >= 0, got {max_iter}.")
   dt = _compute_dtype(dtype)
   if not jnp.issubdtype(dt, jnp.floating):
     raise JaxkdError(f"dtype must be floating, got {dt}.")
@@ -586,8 +599,7 @@ def admm_select(features: Any, k: int, *, alpha: float = 1e-6,
     if np.shape(entropy)[0] != np.shape(features)[0]:
       raise JaxkdError(f"entropy has {np.shape(entropy)[0]} rows but features "
                        f"has {np.shape(features)[0]}.")
-  if not 0.0 <= beta <= 1.0:
-    raise JaxkdError(f"beta must be in [0, 1], got {beta}.")
+  _check_beta(beta)
   st = admm_solve(features, alpha=alpha, theta=theta, max_iter=max_iter,
                   tol=tol, atol=atol, normalize=normalize, adaptive=adaptive,
                   relax=relax, mesh=mesh, dtype=dtype)
@@ -599,12 +611,47 @@ def admm_select(features: Any, k: int, *, alpha: float = 1e-6,
 # ---------------------------------------------------------- registry glue
 
 
-def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int, *,
-                  alpha: float = 1e-6, theta: float = 1e-5,
-                  max_iter: int = 500, tol: float = 1e-4,
-                  beta: float = 0.5, features: str = "embeddings",
-                  normalize: bool = True, adaptive: bool = True,
-                  use_entropy: bool = True) -> jax.Array:
+@dataclasses.dataclass(frozen=True)
+class AdmmOptions:
+  """Options of strategy `admm` (`config.strategy_options.admm`).
+
+  `normalize` and `adaptive` default to True here, unlike `admm_select`,
+  for robustness on learned features: the normalisation is float32-safe
+  (see the module docstring) and residual balancing meets `tol` where a
+  fixed theta is still far from the optimum after `max_iter` iterations.
+  """
+  alpha: float = setting(1e-6, "l2,1 weight of the reconstruction objective "
+                         "(>= 0; the paper's 1e-6).")
+  theta: float = setting(1e-5, "ADMM penalty (> 0; the paper's 1e-5); the "
+                         "start value when adaptive.")
+  max_iter: int = setting(500, "ADMM iteration cap (an int >= 0).")
+  tol: float = setting(1e-4, "Relative tolerance of the ADMM stopping rule "
+                       "(>= 0).")
+  beta: float = setting(0.5, "Weight of the reconstruction score in its blend "
+                        "with student entropy, in [0, 1] (1: reconstruction "
+                        "only; paper Eq. 20).")
+  features: str = setting("embeddings", "Rows to reconstruct: 'embeddings' "
+                          "(student penultimate features) or 'pixels' "
+                          "(flattened pool images).")
+  normalize: bool = setting(True, "Divide the features by their largest "
+                            "singular value before solving (float32-safe).")
+  adaptive: bool = setting(True, "Residual balancing of theta (Boyd Sec. "
+                           "3.4.1); same optimum, meets tol sooner.")
+  use_entropy: bool = setting(True, "Blend the reconstruction score with the "
+                              "student's predictive entropy (False: pure "
+                              "reconstruction).")
+
+  def validate(self) -> "AdmmOptions":
+    if self.features not in ("embeddings", "pixels"):
+      raise JaxkdError(f"features must be 'embeddings' or 'pixels', got "
+                       f"{self.features!r}.")
+    _check_hyperparameters(self.alpha, self.theta, self.max_iter, self.tol)
+    _check_beta(self.beta)
+    return self
+
+
+def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int,
+                  **options) -> jax.Array:
   """Active-loop strategy `admm`: reconstruction selection on unqueried points.
 
   Runs `admm_select` on the available rows of the student's penultimate
@@ -614,32 +661,32 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int, *,
   reconstruction score), and maps the picks back to pool indices.
   `key` is unused (the selection is deterministic).
 
-  Defaults differ from `admm_select` for robustness on learned features:
-  `normalize=True` (float32-safe, see the module docstring) and
-  `adaptive=True` (residual balancing meets `tol` where a fixed theta is
-  still far from the optimum after `max_iter` iterations).
+  Args:
+    key: unused.
+    inputs: the round's SelectionInputs (available, embeddings or pixels,
+      probs).
+    k: number of points.
+    **options: `AdmmOptions` fields (missing ones at their defaults).
 
   Returns:
     int32 [k] distinct pool indices with `inputs.available` True.
   """
   del key
-  if features not in ("embeddings", "pixels"):
-    raise JaxkdError(f"features must be 'embeddings' or 'pixels', got "
-                     f"{features!r}.")
-  x = getattr(inputs, features)
+  o = parse_options(AdmmOptions, options, name="admm")
+  x = getattr(inputs, o.features)
   if x is None:
-    raise JaxkdError(f"strategy 'admm' needs inputs.{features}.")
+    raise JaxkdError(f"strategy 'admm' needs inputs.{o.features}.")
   available = np.asarray(inputs.available, bool)
   check_rank("available", available, 1)
   x = np.asarray(x)
   x = x.reshape(x.shape[0], -1)
   if x.shape[0] != available.shape[0]:
-    raise JaxkdError(f"inputs.{features} has {x.shape[0]} rows but available "
-                     f"has {available.shape[0]}.")
+    raise JaxkdError(f"inputs.{o.features} has {x.shape[0]} rows but "
+                     f"available has {available.shape[0]}.")
   rows = np.flatnonzero(available)
   k = check_k(k, len(rows), "unqueried pool points")
   ent = None
-  if use_entropy and beta < 1.0:
+  if o.use_entropy and o.beta < 1.0:
     if inputs.probs is None:
       raise JaxkdError("strategy 'admm' needs inputs.probs for the entropy "
                        "blend (or use_entropy=False).")
@@ -649,12 +696,13 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int, *,
   sub = x[rows]
   if not np.issubdtype(sub.dtype, np.floating):
     sub = sub.astype(np.float32)
-  local = admm_select(sub, k, alpha=alpha, theta=theta, max_iter=max_iter,
-                      tol=tol, normalize=normalize, adaptive=adaptive,
-                      entropy=ent, beta=beta)
+  local = admm_select(sub, k, alpha=o.alpha, theta=o.theta,
+                      max_iter=o.max_iter, tol=o.tol, normalize=o.normalize,
+                      adaptive=o.adaptive, entropy=ent, beta=o.beta)
   return jnp.asarray(rows[np.asarray(local)], jnp.int32)
 
 
 register_strategy(
     "admm", admm_strategy, needs=("embeddings", "pixels", "probs"),
+    options=AdmmOptions,
     description="l2,1 reconstruction (ADMM) blended with student entropy")

@@ -15,10 +15,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxkd.scores import (entropy, least_confidence,  # noqa: F401
                           margin_uncertainty)
-from jaxkd.selection.registry import SelectionInputs, register_strategy
+from jaxkd.selection.registry import register_strategy
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
                               check_k, check_rank, is_concrete)
 
@@ -71,8 +72,25 @@ def random_select(key: jax.Array, available: jax.Array, k: int) -> jax.Array:
   return top_k_available(scores, jnp.asarray(available, bool), k)
 
 
+def check_probs(name, probs) -> None:
+  """`probs` [n, C] must be rows of a distribution: C >= 2 entries in
+  [0, 1] summing to 1 (to 1e-3); skipped for tracers."""
+  check_features(name, probs, 2)
+  if not is_concrete(probs):
+    return
+  p = np.asarray(probs, np.float64)
+  if p.shape[1] < 2:
+    raise JaxkdError(f"{name} has {p.shape[1]} class; scores need >= 2.")
+  if p.size and (p.min() < 0 or p.max() > 1 or np.abs(
+      p.sum(1) - 1).max() > 1e-3):
+    raise JaxkdError(
+        f"{name} must hold probabilities (each row in [0, 1], summing to 1); "
+        f"got values in [{p.min():.3g}, {p.max():.3g}], row sums up to "
+        f"{np.abs(p.sum(1) - 1).max():.3g} away from 1.")
+
+
 def _probs_select(score_fn, probs, available, k):
-  check_features("probs", probs, 2)
+  check_probs("probs", probs)
   return score_select(jax.jit(score_fn)(jnp.asarray(probs)), available, k)
 
 
@@ -92,7 +110,12 @@ def least_confidence_select(probs, available, k):
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _kcenter_greedy(emb, available, centers_mask, k):
+def _kcenter_greedy(emb, available, centers_mask, k, center_index=None):
+  """k-center greedy picks [k]. The nearest-center distances start from the
+  existing centers: `center_index` [m'] (their indices, padded by
+  repeating one; m' >= m) costs O(n m' D); without it, a masked pass over
+  all n points costs O(n^2 D) (kept for a traced `centers` mask). The
+  distances are the same either way (a minimum is exact), so are picks."""
   sq = jnp.sum(emb * emb, axis=1)
 
   def dist_to(i):
@@ -100,11 +123,16 @@ def _kcenter_greedy(emb, available, centers_mask, k):
     return jnp.maximum(d, 0.0)
 
   # Distance of every point to its nearest existing center (labelled set).
-  def init_body(i, mind):
-    return jnp.where(centers_mask[i], jnp.minimum(mind, dist_to(i)), mind)
-
   mind = jnp.full(emb.shape[0], jnp.inf, emb.dtype)
-  mind = jax.lax.fori_loop(0, emb.shape[0], init_body, mind)
+  if center_index is None:
+    def init_body(i, mind):
+      return jnp.where(centers_mask[i], jnp.minimum(mind, dist_to(i)), mind)
+
+    mind = jax.lax.fori_loop(0, emb.shape[0], init_body, mind)
+  else:
+    mind = jax.lax.fori_loop(
+        0, center_index.shape[0],
+        lambda t, mind: jnp.minimum(mind, dist_to(center_index[t])), mind)
   # With no existing centers every distance is inf: the first pick is then
   # the lowest available index (argmax takes the first maximum).
 
@@ -127,7 +155,8 @@ def coreset_select(embeddings: jax.Array, available: jax.Array, k: int,
 
   Repeatedly picks the available point farthest (squared Euclidean) from its
   nearest center; centers start as the already-queried points (`centers`
-  [n] bool, default `~available`) and grow with each pick. O(n k D).
+  [n] bool, default `~available`) and grow with each pick. O(n (m + k) D)
+  for m existing centers.
   """
   check_features("embeddings", embeddings, 2)
   k = _check_pool(available, k)
@@ -138,7 +167,14 @@ def coreset_select(embeddings: jax.Array, available: jax.Array, k: int,
                        f"rows, got {tuple(jnp.shape(mask))}.")
   available = jnp.asarray(available, bool)
   centers = ~available if centers is None else jnp.asarray(centers, bool)
-  return _kcenter_greedy(jnp.asarray(embeddings), available, centers, k)
+  index = None
+  if is_concrete(centers):  # loop over the m centers, not all n points
+    where = np.flatnonzero(np.asarray(centers))
+    if len(where):
+      size = 1 << (len(where) - 1).bit_length()  # few compiled shapes
+      index = jnp.asarray(np.resize(where, size), jnp.int32)
+  return _kcenter_greedy(jnp.asarray(embeddings), available, centers, k,
+                         index)
 
 
 # --------------------------------------------------------- registry glue ---

@@ -31,6 +31,7 @@ available.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional, Sequence, Tuple
 
@@ -40,14 +41,62 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxkd.selection.registry import PoolQuery, Strategy, register_strategy
+from jaxkd.fields import setting
+from jaxkd.selection.registry import (PoolQuery, Strategy, parse_options,
+                                      register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
                               check_k, check_rank, is_int)
 
-# The authors' defaults (query_methods.py / models.py, see the docstring).
-DEFAULTS = dict(sub_batches=20, unlabelled_ratio=10.0, hidden=None,
-                solver="adam", steps=500, learning_rate=3e-4, l2=0.0,
-                stop_accuracy=0.98)
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminativeOptions:
+  """Options of strategy `discriminative`
+  (`config.strategy_options.discriminative`): the authors' defaults
+  (query_methods.py / models.py, see the module docstring)."""
+  sub_batches: int = setting(20, "Sub-batches a query is chosen in, the "
+                             "discriminator refitted before each (an int "
+                             ">= 1).")
+  unlabelled_ratio: float = setting(10.0, "Unlabelled points per labelled "
+                                    "one in each fit, drawn at random "
+                                    "(>= 0; 0: every available point).")
+  hidden: Optional[Tuple[int, ...]] = setting(
+      None, "Hidden widths of the discriminator MLP ((): logistic "
+      "regression); None: 3 x 256, or 3 x 20 for inputs narrower than 30.")
+  solver: str = setting("adam", "Discriminator fit: 'adam' (full batch, "
+                        "stopped at stop_accuracy) or 'lbfgs' (to "
+                        "convergence).")
+  steps: int = setting(500, "Iteration cap of each discriminator fit (an int "
+                       ">= 1).")
+  learning_rate: float = setting(3e-4, "Adam learning rate of the "
+                                 "discriminator (> 0).")
+  l2: float = setting(0.0, "L2 weight of the discriminator's parameters "
+                      "(>= 0).")
+  stop_accuracy: float = setting(0.98, "Adam stops once the discriminator's "
+                                 "training accuracy reaches this.")
+
+  def validate(self) -> "DiscriminativeOptions":
+    for name in ("sub_batches", "steps"):
+      v = getattr(self, name)
+      if not is_int(v) or v < 1:
+        raise JaxkdError(f"discriminative: {name} must be an int >= 1, got "
+                         f"{v!r}.")
+    for name in ("unlabelled_ratio", "l2"):
+      v = getattr(self, name)
+      if not np.isfinite(v) or v < 0:
+        raise JaxkdError(f"discriminative: {name} must be >= 0, got {v!r}.")
+    if not np.isfinite(self.learning_rate) or self.learning_rate <= 0:
+      raise JaxkdError(f"discriminative: learning_rate must be > 0, got "
+                       f"{self.learning_rate!r}.")
+    if self.solver not in ("adam", "lbfgs"):
+      raise JaxkdError(f"discriminative: solver must be 'adam' or 'lbfgs', "
+                       f"got {self.solver!r}.")
+    if self.hidden is None:
+      return self
+    hidden = tuple(self.hidden)
+    if any(not is_int(h) or h < 1 for h in hidden):
+      raise JaxkdError(f"discriminative: hidden must be positive ints, got "
+                       f"{hidden!r}.")
+    return dataclasses.replace(self, hidden=hidden)
 
 
 class Discriminator(nn.Module):
@@ -196,35 +245,6 @@ def sub_batch_sizes(k: int, sub_batches: int) -> list[int]:
   return [k // s + (i < k % s) for i in range(s)]
 
 
-def check_options(**options) -> dict:
-  """Fills in `DEFAULTS` and validates; one-line JaxkdError on bad values."""
-  unknown = set(options) - set(DEFAULTS)
-  if unknown:
-    raise JaxkdError(f"discriminative: unknown options {sorted(unknown)}; "
-                     f"known: {sorted(DEFAULTS)}.")
-  o = {**DEFAULTS, **options}
-  for name in ("sub_batches", "steps"):
-    if not is_int(o[name]) or o[name] < 1:
-      raise JaxkdError(f"discriminative: {name} must be an int >= 1, got "
-                       f"{o[name]!r}.")
-  for name in ("unlabelled_ratio", "l2"):
-    if not np.isfinite(o[name]) or o[name] < 0:
-      raise JaxkdError(f"discriminative: {name} must be >= 0, got "
-                       f"{o[name]!r}.")
-  if not np.isfinite(o["learning_rate"]) or o["learning_rate"] <= 0:
-    raise JaxkdError(f"discriminative: learning_rate must be > 0, got "
-                     f"{o['learning_rate']!r}.")
-  if o["solver"] not in ("adam", "lbfgs"):
-    raise JaxkdError(f"discriminative: solver must be 'adam' or 'lbfgs', got "
-                     f"{o['solver']!r}.")
-  if o["hidden"] is not None:
-    o["hidden"] = tuple(o["hidden"])
-    if any(not is_int(h) or h < 1 for h in o["hidden"]):
-      raise JaxkdError(f"discriminative: hidden must be positive ints, got "
-                       f"{o['hidden']!r}.")
-  return o
-
-
 def discriminative_select(key: jax.Array, labelled_features, features,
                           available, k: int, **options) -> np.ndarray:
   """DAL picks: k available rows of `features`, sub-batch by sub-batch.
@@ -243,13 +263,14 @@ def discriminative_select(key: jax.Array, labelled_features, features,
     features: [n, D] embeddings of the candidates.
     available: [n] bool, candidates not paid yet.
     k: number of picks.
-    **options: `DEFAULTS` keys (sub_batches, unlabelled_ratio, hidden,
-      solver, steps, learning_rate, l2, stop_accuracy).
+    **options: `DiscriminativeOptions` fields (sub_batches,
+      unlabelled_ratio, hidden, solver, steps, learning_rate, l2,
+      stop_accuracy); missing ones at their defaults.
 
   Returns:
     int32 [k] positions in `features`, in the order picked.
   """
-  o = check_options(**options)
+  o = parse_options(DiscriminativeOptions, options, name="discriminative")
   check_features("features", features, 2)
   check_finite("features", features)
   labelled_features = np.asarray(labelled_features, np.float32).reshape(
@@ -266,17 +287,17 @@ def discriminative_select(key: jax.Array, labelled_features, features,
   if m + int((~available).sum()) == 0:
     raise JaxkdError("discriminative needs at least one paid (labelled) "
                      "point to tell the unlabelled ones from.")
-  hidden = default_hidden(x.shape[1]) if o["hidden"] is None else o["hidden"]
-  fit_opts = dict(hidden=hidden, solver=o["solver"], steps=o["steps"],
-                  learning_rate=o["learning_rate"], l2=o["l2"],
-                  stop_accuracy=o["stop_accuracy"])
+  hidden = default_hidden(x.shape[1]) if o.hidden is None else o.hidden
+  fit_opts = dict(hidden=hidden, solver=o.solver, steps=o.steps,
+                  learning_rate=o.learning_rate, l2=o.l2,
+                  stop_accuracy=o.stop_accuracy)
   picks = []
-  for s, size in enumerate(sub_batch_sizes(k, o["sub_batches"])):
+  for s, size in enumerate(sub_batch_sizes(k, o.sub_batches)):
     k_sub, k_init = jax.random.split(jax.random.fold_in(key, s))
     n_lab = m + int((~available).sum())
     n_avail = int(available.sum())
-    want = n_avail if o["unlabelled_ratio"] == 0 else int(
-        o["unlabelled_ratio"] * n_lab)
+    want = n_avail if o.unlabelled_ratio == 0 else int(
+        o.unlabelled_ratio * n_lab)
     take = min(max(size, want), n_avail)
     if take == n_avail:
       sample = available.copy()
@@ -298,15 +319,12 @@ def discriminative_select(key: jax.Array, labelled_features, features,
 
 class DiscriminativeStrategy(Strategy):
   """`discriminative`: DAL on the student's embeddings (see module doc).
-  Options (config.strategy_options.discriminative): `DEFAULTS`."""
+  Options (config.strategy_options.discriminative):
+  `DiscriminativeOptions`."""
   needs = frozenset({"embeddings"})
   description = ("Discriminative AL: labelled-vs-unlabelled classifier on "
                  "student embeddings, in sub-batches")
-
-  def init_extra(self, ctx):
-    # Validate the options before round 0 pays anything.
-    check_options(**dict(ctx.settings.strategy_options))
-    return None
+  options = DiscriminativeOptions
 
   def select(self, key, ctx, inputs, k, **options):
     paid = np.asarray(ctx.oracle.queried_indices(max_round=ctx.round - 1))

@@ -49,15 +49,18 @@ paid queries as `unpaid_teacher_forwards`. It also trains M_S once on L.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.selection.registry import SelectionInputs, register_strategy
+from jaxkd.fields import setting
+from jaxkd.selection.registry import (SelectionInputs, parse_options,
+                                      register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_k, check_rank,
-                              is_concrete)
+                              is_concrete, is_int)
 
 _DISTANCES = ("tv", "l2", "kl")
 
@@ -286,17 +289,49 @@ def gap_diversity_select(uncertainty: jax.Array, embeddings: jax.Array,
 # --------------------------------------------------------- registry glue ---
 
 
-def _gap_diversity_strategy(key, inputs: SelectionInputs, k: int, *,
-                            num_neighbors: int = 10, beta: float = 1.0,
-                            distance: str = "tv", eps: float = 1e-6):
+@dataclasses.dataclass(frozen=True)
+class GapDiversityOptions:
+  """Options of strategy `gap_diversity`
+  (`config.strategy_options.gap_diversity`)."""
+  num_neighbors: int = setting(10, "k of the kNN graph of the reverse-kNN "
+                               "diversity (1 <= k < pool size).")
+  beta: float = setting(1.0, "Weight (>= 0) of the diversity term against "
+                        "the prediction-gap uncertainty.")
+  distance: str = setting("tv", "Prediction gap between two models: 'tv', "
+                          "'l2' or 'kl'.")
+  eps: float = setting(1e-6, "Zero guard (> 0) added to both sides of the "
+                       "gap ratio.")
+
+  def validate(self) -> "GapDiversityOptions":
+    if not is_int(self.num_neighbors):
+      raise JaxkdError(f"num_neighbors must be an int, got "
+                       f"{self.num_neighbors!r}.")
+    if self.num_neighbors < 1:
+      raise JaxkdError(f"num_neighbors must be >= 1, got "
+                       f"{self.num_neighbors}.")
+    beta = float(self.beta)
+    if not (beta >= 0 and np.isfinite(beta)):
+      raise JaxkdError(f"beta must be >= 0, got {beta}.")
+    if self.distance not in _DISTANCES:
+      raise JaxkdError(f"distance must be one of {_DISTANCES}, got "
+                       f"{self.distance!r}.")
+    if not self.eps > 0:
+      raise JaxkdError(f"eps must be > 0, got {self.eps}.")
+    return self
+
+
+def _gap_diversity_strategy(key, inputs: SelectionInputs, k: int, **options):
+  """Strategy `gap_diversity`; `options`: `GapDiversityOptions` fields."""
   del key  # deterministic
+  o = parse_options(GapDiversityOptions, options, name="gap_diversity")
   for field in ("probs", "teacher_probs", "baseline_probs", "embeddings"):
     if getattr(inputs, field) is None:
       raise JaxkdError(f"gap_diversity needs inputs.{field}.")
   uncr = uncertainty_score(inputs.baseline_probs, inputs.probs,
-                           inputs.teacher_probs, distance=distance, eps=eps)
+                           inputs.teacher_probs, distance=o.distance,
+                           eps=o.eps)
   return gap_diversity_select(uncr, inputs.embeddings, inputs.available, k,
-                              num_neighbors=num_neighbors, beta=beta)
+                              num_neighbors=o.num_neighbors, beta=o.beta)
 
 
 def baseline_probs(ctx):
@@ -320,6 +355,6 @@ def baseline_probs(ctx):
 register_strategy(
     "gap_diversity", _gap_diversity_strategy,
     needs=("probs", "teacher_probs", "baseline_probs", "embeddings"),
-    prepare=baseline_probs,
+    prepare=baseline_probs, options=GapDiversityOptions,
     description="student/teacher prediction-gap uncertainty + reverse-kNN "
                 "diversity, greedy (needs unpaid teacher forwards on the pool)")

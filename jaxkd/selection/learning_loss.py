@@ -51,6 +51,7 @@ fewer are available).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Dict, Sequence, Tuple
 
@@ -61,16 +62,51 @@ import numpy as np
 import optax
 
 from jaxkd import parallel, train
+from jaxkd.fields import setting
 from jaxkd.models import apply_model
 from jaxkd.selection.baselines import top_k_available
-from jaxkd.selection.registry import PoolQuery, Strategy, register_strategy
+from jaxkd.selection.registry import (PoolQuery, Strategy, parse_options,
+                                      register_strategy)
 from jaxkd.validation import (JaxkdError, check_finite, check_k, check_rank,
                               is_int)
 
-# Yoo & Kweon's settings (paper Sec. 4.1 and code): MARGIN 1, WEIGHT 1,
-# detach at EPOCHL 120 of 200 epochs, module width 128, SUBSET 10000.
-DEFAULTS = dict(width=128, margin=1.0, weight=1.0, detach_fraction=0.6,
-                subset=10000, use_embedding=True)
+
+@dataclasses.dataclass(frozen=True)
+class LearningLossOptions:
+  """Options of strategy `learning_loss`
+  (`config.strategy_options.learning_loss`): Yoo & Kweon's settings (paper
+  Sec. 4.1 and code: MARGIN 1, WEIGHT 1, detach at EPOCHL 120 of 200
+  epochs, module width 128, SUBSET 10000)."""
+  width: int = setting(128, "Width of the loss-prediction module's FC layer "
+                       "per stage (an int >= 1).")
+  margin: float = setting(1.0, "Margin of the pairwise ranking loss (>= 0).")
+  weight: float = setting(1.0, "Weight (lambda, >= 0) of the ranking loss in "
+                          "the joint objective.")
+  detach_fraction: float = setting(0.6, "Fraction of the training steps "
+                                   "after which the module's input features "
+                                   "are detached from the student, in "
+                                   "[0, 1].")
+  subset: int = setting(10000, "Candidates drawn at random among the "
+                        "available ones before taking the top predicted "
+                        "loss (an int >= 1).")
+  use_embedding: bool = setting(True, "Feed the student's penultimate "
+                                "embedding to the module after its feature "
+                                "maps.")
+
+  def validate(self) -> "LearningLossOptions":
+    for name in ("width", "subset"):
+      v = getattr(self, name)
+      if not is_int(v) or v < 1:
+        raise JaxkdError(f"learning_loss: {name} must be an int >= 1, got "
+                         f"{v!r}.")
+    for name in ("margin", "weight"):
+      v = getattr(self, name)
+      if not np.isfinite(v) or v < 0:
+        raise JaxkdError(f"learning_loss: {name} must be >= 0, got {v!r}.")
+    if not 0.0 <= self.detach_fraction <= 1.0:
+      raise JaxkdError(f"learning_loss: detach_fraction must lie in [0, 1], "
+                       f"got {self.detach_fraction!r}.")
+    return dataclasses.replace(self, use_embedding=bool(self.use_embedding))
 
 
 class LossPredictionModule(nn.Module):
@@ -264,29 +300,6 @@ def learning_loss_select(key: jax.Array, scores, available, k: int,
                                     jnp.asarray(available), k))
 
 
-def check_options(**options) -> dict:
-  """Fills in `DEFAULTS` and validates; one-line JaxkdError on bad values."""
-  unknown = set(options) - set(DEFAULTS)
-  if unknown:
-    raise JaxkdError(f"learning_loss: unknown options {sorted(unknown)}; "
-                     f"known: {sorted(DEFAULTS)}.")
-  o = {**DEFAULTS, **options}
-  for name in ("width", "subset"):
-    v = o[name]
-    if not is_int(v) or v < 1:
-      raise JaxkdError(f"learning_loss: {name} must be an int >= 1, got "
-                       f"{v!r}.")
-  for name in ("margin", "weight"):
-    if not np.isfinite(o[name]) or o[name] < 0:
-      raise JaxkdError(f"learning_loss: {name} must be >= 0, got "
-                       f"{o[name]!r}.")
-  if not 0.0 <= o["detach_fraction"] <= 1.0:
-    raise JaxkdError(f"learning_loss: detach_fraction must lie in [0, 1], got "
-                     f"{o['detach_fraction']!r}.")
-  o["use_embedding"] = bool(o["use_embedding"])
-  return o
-
-
 def init_module(model: nn.Module, input_shape, module: LossPredictionModule,
                 key: jax.Array, use_embedding: bool = True):
   """Module params for `model`'s stage shapes on inputs [H, W, C]."""
@@ -311,24 +324,25 @@ def _module_init(model, input_shape, module, use_embedding):
 class LearningLossStrategy(Strategy):
   """`learning_loss`: Yoo & Kweon's loss-prediction module, trained jointly
   with the student (training hook); queries the top predicted loss.
-  Options (config.strategy_options.learning_loss): `DEFAULTS`."""
+  Options (config.strategy_options.learning_loss): `LearningLossOptions`."""
   needs = frozenset()
   description = ("Learning Loss: top-k loss predicted by a module trained "
                  "jointly with the student")
+  options = LearningLossOptions
 
   def _setup(self, ctx):
-    o = check_options(**dict(ctx.settings.strategy_options))
-    return (o, LossPredictionModule(o["width"]),
+    o = ctx.options or parse_options(self, ctx.settings.strategy_options)
+    return (o, LossPredictionModule(o.width),
             train.student_optimizer(ctx.settings))
 
   def _fresh_extra(self, ctx, o, module, tx):
     key = jax.random.fold_in(jax.random.key(ctx.settings.seed), 7)
     params = init_module(ctx.student, ctx.input_shape, module, key,
-                         o["use_embedding"])
+                         o.use_embedding)
     return {"params": params, "opt_state": tx.init(params)}
 
   def init_extra(self, ctx):
-    o, module, tx = self._setup(ctx)   # validates before anything is paid
+    o, module, tx = self._setup(ctx)
     return self._fresh_extra(ctx, o, module, tx)
 
   def train(self, ctx, images, targets, *, seed, state, extra):
@@ -342,9 +356,8 @@ class LearningLossStrategy(Strategy):
     step_fn = joint_step_fn(
         ctx.student, module, train.make_loss_fn(s.loss,
                                                 temperature=s.temperature),
-        mesh, steps=s.train_steps, detach_fraction=o["detach_fraction"],
-        weight=o["weight"], margin=o["margin"],
-        use_embedding=o["use_embedding"])
+        mesh, steps=s.train_steps, detach_fraction=o.detach_fraction,
+        weight=o.weight, margin=o.margin, use_embedding=o.use_embedding)
     carry = (state, extra["params"], extra["opt_state"])
     carry, _ = train.fit(ctx.student, carry, images, targets,
                          steps=s.train_steps, batch_size=s.batch_size,
@@ -354,13 +367,13 @@ class LearningLossStrategy(Strategy):
     return state, {"params": params, "opt_state": opt_state}
 
   def select(self, key, ctx, inputs, k, **options):
-    o = check_options(**options)
-    scores = predicted_loss(ctx.student, LossPredictionModule(o["width"]),
+    o = parse_options(self, options)
+    scores = predicted_loss(ctx.student, LossPredictionModule(o.width),
                             ctx.state.variables, ctx.extra["params"],
                             ctx.candidate_images, mesh=ctx.mesh,
-                            use_embedding=o["use_embedding"])
+                            use_embedding=o.use_embedding)
     return PoolQuery(learning_loss_select(key, scores, inputs.available, k,
-                                          subset=o["subset"]))
+                                          subset=o.subset))
 
 
 register_strategy("learning_loss", LearningLossStrategy)

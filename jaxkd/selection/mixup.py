@@ -25,17 +25,65 @@ is `jaxkd.selection.pair_scan`; this module chooses what to pay for.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Tuple
 
 import jax
 import numpy as np
 
+from jaxkd.fields import same_as, setting
 from jaxkd.selection.pair_scan import (ApplyFn, default_lambdas,
                                        linear_stem_fns, select_mixed_images,
                                        select_pairs)
-from jaxkd.selection.registry import (MixupQuery, Strategy,
+from jaxkd.selection.registry import (MixupQuery, Strategy, parse_options,
                                       register_strategy)
-from jaxkd.validation import check_k
+from jaxkd.validation import JaxkdError, check_k, is_int
+
+
+def _check_lambdas(lambdas) -> Tuple[float, ...]:
+  """The grid as a tuple; one-line JaxkdError unless non-empty in [0, 1]."""
+  if isinstance(lambdas, (str, bytes)) or not hasattr(lambdas, "__len__"):
+    raise JaxkdError(f"lambdas must be a non-empty sequence of values in "
+                     f"[0, 1], got {lambdas!r}.")
+  lam = tuple(lambdas)
+  arr = np.asarray(lam, np.float64)
+  if (arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr))
+      or np.any((arr < 0) | (arr > 1))):
+    raise JaxkdError(f"lambdas must be a non-empty sequence of values in "
+                     f"[0, 1], got {lambdas!r}.")
+  return lam
+
+
+@dataclasses.dataclass(frozen=True)
+class MixupOptions:
+  """Options of `active_mixup` and `vanilla_mixup`
+  (`config.strategy_options.<name>`)."""
+  lambdas: Tuple[float, ...] = setting(
+      tuple(default_lambdas().tolist()), "Mixing weights lam of the "
+      "candidate images lam x_i + (1 - lam) x_j (each in [0, 1]; the "
+      "paper's grid 0.3, 0.34, ..., 0.7).")
+  scan_batch_size: int = setting(4096, "Pairs per block of the "
+                                 "pair-confidence scan (an int >= 1).")
+  use_fast_path: bool = setting(True, "Scan through the student's affine "
+                                "stem when it declares one (same picks, "
+                                "faster).")
+
+  def validate(self) -> "MixupOptions":
+    if not is_int(self.scan_batch_size) or self.scan_batch_size < 1:
+      raise JaxkdError(f"scan_batch_size must be an int >= 1, got "
+                       f"{self.scan_batch_size!r}.")
+    return dataclasses.replace(self, lambdas=_check_lambdas(self.lambdas))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomMixupOptions:
+  """Options of `random_mixup` (`config.strategy_options.random_mixup`)."""
+  lambdas: Tuple[float, ...] = same_as(
+      MixupOptions, "lambdas", "Mixing weights a pair's lam is drawn from, "
+      "uniformly (each in [0, 1]; the paper's grid 0.3, 0.34, ..., 0.7).")
+
+  def validate(self) -> "RandomMixupOptions":
+    return dataclasses.replace(self, lambdas=_check_lambdas(self.lambdas))
 
 
 def random_pairs(key: jax.Array, n: int, k: int, lambdas: np.ndarray,
@@ -83,14 +131,15 @@ class ActiveMixup(Strategy):
 
   Scope "initial": the oracle covers the n real images L, all paid in round
   0; each round pays for x_ij(lam*) of the `per_round` unqueried pairs of
-  lowest pair confidence C2 under the current student. Options: `lambdas`
-  (default `default_lambdas()`), `scan_batch_size`, `use_fast_path`.
-  Subclasses change the scan (`scan`) and what a paid answer excludes
-  (`exclude_lams`: the pair at every lambda, or only at its own).
+  lowest pair confidence C2 under the current student. Options:
+  `MixupOptions`. Subclasses change the scan (`scan`) and what a paid
+  answer excludes (`exclude_lams`: the pair at every lambda, or only at its
+  own).
   """
   scope = "initial"
   description = ("Active Mixup: mixup images of the least-confident pairs "
                  "of L (Wang et al., CVPR 2020)")
+  options = MixupOptions
   exclude_lams = False
 
   @staticmethod
@@ -101,18 +150,17 @@ class ActiveMixup(Strategy):
   def capacity(self, num_initial, num_candidates):
     return num_initial * (num_initial - 1) // 2
 
-  def select(self, key, ctx, inputs, k, *, lambdas=None,
-             scan_batch_size: int = 4096, use_fast_path: bool = True):
+  def select(self, key, ctx, inputs, k, **options):
     del key, inputs
-    lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
+    o = parse_options(self, options)
     student = ctx.student
-    stem_fn, head_fn = scan_fns(student) if use_fast_path else (None, None)
+    stem_fn, head_fn = scan_fns(student) if o.use_fast_path else (None, None)
     exclude = paid_pairs(ctx.oracle, ctx.round - 1, self.exclude_lams)
     pairs, lams, _ = self.scan(
         lambda v, x: student.apply(v, x), ctx.state.variables,
-        ctx.oracle.pool_images, k, lambdas,
+        ctx.oracle.pool_images, k, np.asarray(o.lambdas),
         exclude=exclude if len(exclude) else None,
-        batch_size=scan_batch_size, stem_fn=stem_fn, head_fn=head_fn,
+        batch_size=o.scan_batch_size, stem_fn=stem_fn, head_fn=head_fn,
         mesh=ctx.mesh)
     return MixupQuery(np.asarray(pairs), np.asarray(lams))
 
@@ -120,11 +168,13 @@ class ActiveMixup(Strategy):
 class RandomMixup(ActiveMixup):
   """Random pairs of L with random grid lambdas: Active Mixup's baseline."""
   description = "mixup images of random pairs of L, random grid lambdas"
+  options = RandomMixupOptions
 
-  def select(self, key, ctx, inputs, k, *, lambdas=None, **unused):
-    del inputs, unused
-    lambdas = default_lambdas() if lambdas is None else np.asarray(lambdas)
-    pairs, lams = random_pairs(key, len(ctx.oracle.pool_images), k, lambdas,
+  def select(self, key, ctx, inputs, k, **options):
+    del inputs
+    o = parse_options(self, options)
+    pairs, lams = random_pairs(key, len(ctx.oracle.pool_images), k,
+                               np.asarray(o.lambdas),
                                paid_pairs(ctx.oracle, ctx.round - 1))
     return MixupQuery(pairs, lams)
 
@@ -133,7 +183,7 @@ class VanillaMixup(ActiveMixup):
   """Vanilla active learning over the mixup pool (Active Mixup, Figure 4):
   the `per_round` mixed images of lowest student confidence C1 over every
   pair and lambda of the grid, near-duplicates (one pair at several
-  lambdas) allowed. Same options as `ActiveMixup`."""
+  lambdas) allowed. Same options as `ActiveMixup` (`MixupOptions`)."""
   description = ("mixup images of lowest confidence over all pairs and "
                  "lambdas, duplicates allowed (Active Mixup's vanilla AL)")
 

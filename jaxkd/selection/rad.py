@@ -102,14 +102,18 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkd.fields import setting
 from jaxkd.selection.baselines import entropy, margin_uncertainty
-from jaxkd.selection.registry import SelectionInputs, register_strategy
+from jaxkd.selection.registry import (SelectionInputs, parse_options,
+                                      register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_k,
                               check_rank, is_concrete)
 
@@ -117,6 +121,11 @@ _GAINS = ("margin", "entropy")
 
 
 # ---------------------------------------------------------------- gains ---
+
+
+def _check_gain(gain):
+  if gain not in _GAINS:
+    raise JaxkdError(f"gain must be one of {_GAINS}, got {gain!r}.")
 
 
 def rad_gains(probs: jax.Array, gain: str = "margin") -> jax.Array:
@@ -130,8 +139,7 @@ def rad_gains(probs: jax.Array, gain: str = "margin") -> jax.Array:
   Returns:
     [n] gains.
   """
-  if gain not in _GAINS:
-    raise JaxkdError(f"gain must be one of {_GAINS}, got {gain!r}.")
+  _check_gain(gain)
   check_features("probs", probs, 2)
   return _gains(jnp.asarray(probs), gain)
 
@@ -384,13 +392,30 @@ def rad_select(key: jax.Array, gains: jax.Array, budget: int,
 # --------------------------------------------------------- registry glue ---
 
 
-def _rad_strategy(key, inputs: SelectionInputs, k: int, *,
-                  num_mistakes: int | None = None, gain: str = "margin"):
+@dataclasses.dataclass(frozen=True)
+class RadOptions:
+  """Options of strategy `rad` (`config.strategy_options.rad`)."""
+  num_mistakes: Optional[int] = setting(
+      None, "m, the teacher labels the adversary spoils per round (an int "
+      ">= 0); None: round(estimated teacher error rate x per_round).")
+  gain: str = setting("margin", "Per-point gain: 'margin' (1 - top-2 "
+                      "margin) or 'entropy' (entropy / log C).")
+
+  def validate(self) -> "RadOptions":
+    _check_gain(self.gain)
+    if self.num_mistakes is not None:
+      _check_mistakes(self.num_mistakes, None, 0)
+    return self
+
+
+def _rad_strategy(key, inputs: SelectionInputs, k: int, **options):
+  """Strategy `rad`; `options`: `RadOptions` fields."""
+  o = parse_options(RadOptions, options, name="rad")
   if inputs.probs is None:
     raise JaxkdError("rad needs inputs.probs.")
-  gains = rad_gains(inputs.probs, gain)
-  rate = None if num_mistakes is not None else inputs.mistake_rate
-  return rad_select(key, gains, k, num_mistakes, mistake_rate=rate,
+  gains = rad_gains(inputs.probs, o.gain)
+  rate = None if o.num_mistakes is not None else inputs.mistake_rate
+  return rad_select(key, gains, k, o.num_mistakes, mistake_rate=rate,
                     available=inputs.available)
 
 
@@ -413,7 +438,7 @@ def estimate_mistake_rate(ctx) -> float:
 
 
 register_strategy(
-    "rad", _rad_strategy, needs=("probs", "mistake_rate"),
+    "rad", _rad_strategy, needs=("probs", "mistake_rate"), options=RadOptions,
     prepare=lambda ctx: {"mistake_rate": estimate_mistake_rate(ctx)},
     description="robust active distillation: max-min inclusion probabilities "
                 "against m spoiled teacher labels, systematic sampling")

@@ -9,9 +9,11 @@ Every method, built in or not, is a `Strategy` run by the one round loop
   2. calls `strategy.prepare(ctx)`, which may add method-specific fields
      (a baseline student's probs, a mistake-rate estimate) and keep state in
      `ctx.cache` (in memory) or `ctx.extra` (checkpointed with the student);
-  3. calls `strategy.select(key, ctx, inputs, k, **options)`, which returns
-     a query: `PoolQuery` (positions in the candidate set) or `MixupQuery`
-     (a synthetic recipe (i, j, lam) the ledger stores and can rebuild);
+  3. calls `strategy.select(key, ctx, inputs, k, **options)` with every
+     field of the run's options (`strategy.options`, a frozen dataclass
+     built once per run by `parse_options`); it returns a query:
+     `PoolQuery` (positions in the candidate set) or `MixupQuery` (a
+     synthetic recipe (i, j, lam) the ledger stores and can rebuild);
   4. pays for it (`query.pay`: only answers not in the ledger cost);
   5. turns the ledger's paid answers into training data
      (`strategy.training_data`, default: every paid row, mixup rows rebuilt
@@ -26,18 +28,36 @@ Plain functions register with a one-liner:
 where `fn(key, inputs, k, **options) -> indices [k]` returns k distinct
 positions with `inputs.available` True. A config may also name a strategy by
 import path, `"my_package.my_module:my_strategy"` (a `Strategy` instance or
-subclass, or such a function with an optional `needs` attribute).
+subclass, or such a function with optional `needs` and `options`
+attributes).
+
+Options. A strategy's options (`config.strategy_options.<name>`) are one
+frozen dataclass, its `options` attribute, declared where the strategy
+lives with a default and a meaning per field (`jaxkd.fields.setting`) and
+an optional `validate()`; a strategy without one takes none (`NoOptions`):
+
+  @dataclasses.dataclass(frozen=True)
+  class MineOptions:
+    depth: int = setting(3, "How deep to look (>= 1).")
+
+  register_strategy("mine", fn, needs=("probs",), options=MineOptions)
+
+`parse_options(strategy, {"depth": 5})` builds them strictly (an unknown
+option is a one-line `JaxkdError`), before round 0 pays anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import (Any, Callable, Dict, FrozenSet, NamedTuple, Optional,
-                    Tuple)
+import difflib
+import json
+from typing import (Any, Callable, Dict, FrozenSet, List, NamedTuple,
+                    Optional, Tuple)
 
 import jax
 import numpy as np
 
+from jaxkd import fields
 from jaxkd.ledger import entry_image
 from jaxkd.registry import Registry
 from jaxkd.validation import JaxkdError
@@ -85,6 +105,11 @@ class PoolQuery(NamedTuple):
   set (`ctx.candidate_indices`), distinct and available."""
   indices: np.ndarray
 
+  @property
+  def size(self) -> int:
+    """How many points this query pays for."""
+    return int(np.size(self.indices))
+
   def pay(self, ctx, round: int) -> int:
     local = np.asarray(self.indices).reshape(-1)
     if not np.issubdtype(local.dtype, np.integer):
@@ -105,6 +130,11 @@ class MixupQuery(NamedTuple):
   recipe, so a resumed run rebuilds the images and never pays twice."""
   pairs: np.ndarray
   lams: np.ndarray
+
+  @property
+  def size(self) -> int:
+    """How many mixup images this query pays for."""
+    return len(np.asarray(self.pairs).reshape(-1, 2))
 
   def pay(self, ctx, round: int) -> int:
     ctx.oracle.query_mixup(np.asarray(self.pairs), np.asarray(self.lams),
@@ -128,6 +158,105 @@ def ledger_training_set(oracle, max_round: int) -> Tuple[np.ndarray,
   return np.stack(images), np.stack(targets)
 
 
+# ---------------------------------------------------------------- options ---
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+  """The options of a strategy that takes none."""
+
+
+def _is_options_class(obj: Any) -> bool:
+  return isinstance(obj, type) and dataclasses.is_dataclass(obj)
+
+
+def _check_options_class(name: str, cls: Any) -> type:
+  """`cls` if it is a frozen dataclass whose fields all have defaults."""
+  if not (_is_options_class(cls) and cls.__dataclass_params__.frozen):
+    raise JaxkdError(f"Strategy {name!r}: options must be a frozen dataclass "
+                     f"class, got {cls!r}.")
+  required = [f.name for f in dataclasses.fields(cls)
+              if f.default is dataclasses.MISSING
+              and f.default_factory is dataclasses.MISSING]
+  if required:
+    raise JaxkdError(f"Strategy {name!r}: options {', '.join(required)} of "
+                     f"{cls.__name__} need a default.")
+  return cls
+
+
+def parse_options(strategy: Any, options: Any = None, *,
+                  name: Optional[str] = None) -> Any:
+  """The options instance of `strategy` built from a user mapping.
+
+  Args:
+    strategy: a `Strategy` (its `options` class is used) or an options
+      dataclass itself.
+    options: {option: value} (a dict or ConfigDict; None: all defaults),
+      e.g. `config.strategy_options.<name>`.
+    name: the strategy's name in messages (default: `strategy.name`).
+
+  Returns:
+    The frozen options dataclass, missing options at their defaults, after
+    its `validate()` (if it has one; a returned instance replaces it, so
+    `validate` may normalise, e.g. a list to a tuple).
+
+  Raises:
+    JaxkdError: one line, on an option the strategy does not take (naming
+      the ones it takes) or a value its `validate()` refuses (its message,
+      after `config.strategy_options.<name>: ` unless it names the
+      strategy first).
+
+  Example:
+    >>> from jaxkd.selection import get_strategy
+    >>> parse_options(get_strategy("rad"), {"gain": "entropy"})
+    RadOptions(num_mistakes=None, gain='entropy')
+  """
+  if _is_options_class(strategy):
+    cls = strategy
+  else:
+    cls = getattr(strategy, "options", NoOptions)
+  name = name or getattr(strategy, "name", "") or getattr(
+      cls, "__name__", "strategy")
+  _check_options_class(name, cls)
+  where = f"config.strategy_options.{name}"
+  known = [f.name for f in dataclasses.fields(cls)]
+  keys = list(options.keys()) if hasattr(options, "keys") else []
+  for key in keys:
+    if key not in known:
+      near = difflib.get_close_matches(str(key), known, n=1)
+      hint = f" (did you mean {near[0]!r}?)" if near else ""
+      raise JaxkdError(
+          f"{where}: unknown option {key!r}{hint}; {name} takes "
+          f"{', '.join(known) or 'no options'}.")
+  opts = fields.from_config(cls, options, prefix=f"strategy_options.{name}.")
+  validate = getattr(opts, "validate", None)
+  if callable(validate):
+    try:
+      checked = validate()
+    except JaxkdError as e:
+      if str(e).startswith(f"{name}:"):
+        raise
+      raise JaxkdError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. a string where a number goes
+      raise JaxkdError(f"{where}: bad option value "
+                       f"({' '.join(str(e).split())}).") from None
+    if isinstance(checked, cls):
+      opts = checked
+  return opts
+
+
+def options_lines(name: str, options: Any) -> List[str]:
+  """`strategy_options.<name>.<option> = value  # meaning`, one per option
+  of the options instance `options` (as `--list_config` prints them)."""
+  rows = [(f"strategy_options.{name}.{key} = "
+           f"{json.dumps(value, default=str)}", fields.doc_of(f))
+          for key, value, f in fields.flat_fields(options)]
+  if not rows:
+    return []
+  width = min(max(len(r[0]) for r in rows), 36)
+  return [f"{a.ljust(width)}  # {b}" for a, b in rows]
+
+
 # --------------------------------------------------------------- strategy ---
 
 
@@ -141,6 +270,10 @@ class Strategy:
     scope: "pool" (the oracle covers L and U; queries come from U) or
       "initial" (the oracle covers L only; queries are synthetic images made
       from L, as Active Mixup's).
+    options: frozen dataclass of the strategy's options
+      (`config.strategy_options.<name>`); the loop builds it once per run
+      (`parse_options`, also `ctx.options`) and calls `select` with its
+      fields as keywords. Default `NoOptions`: none.
 
   Training hook. A method that trains something jointly with the student
   (learning loss, Yoo & Kweon 2019: a loss-prediction module with a margin
@@ -165,6 +298,7 @@ class Strategy:
   needs: FrozenSet[str] = frozenset()
   description: str = ""
   scope: str = "pool"
+  options: type = NoOptions
 
   def capacity(self, num_initial: int, num_candidates: int) -> int:
     """How many distinct queries exist (rounds x per_round must fit)."""
@@ -179,7 +313,8 @@ class Strategy:
   def select(self, key: jax.Array, ctx, inputs: SelectionInputs, k: int,
              **options):
     """Returns the round's query (`PoolQuery`, `MixupQuery` or any object
-    with `pay(ctx, round) -> number queried`)."""
+    with `pay(ctx, round) -> number queried`); `options` are the fields of
+    the run's `self.options`."""
     raise NotImplementedError
 
   def training_data(self, ctx, max_round: int):
@@ -207,12 +342,14 @@ class Strategy:
 @dataclasses.dataclass
 class FunctionStrategy(Strategy):
   """A pure `fn(key, inputs, k, **options) -> indices [k]` as a strategy,
-  with an optional `prepare_fn(ctx) -> dict` hook."""
+  with an optional `prepare_fn(ctx) -> dict` hook and `options`, the
+  frozen dataclass of its options (their fields are `fn`'s keywords)."""
   fn: Callable[..., Any] = None
   needs: FrozenSet[str] = frozenset()
   description: str = ""
   name: str = ""
   prepare_fn: Optional[Callable[[Any], Dict[str, Any]]] = None
+  options: type = NoOptions
 
   def prepare(self, ctx):
     return {} if self.prepare_fn is None else dict(self.prepare_fn(ctx))
@@ -236,13 +373,16 @@ def as_strategy(name: str, obj: Any) -> Strategy:
     obj = obj()
   if isinstance(obj, Strategy):
     obj.needs = _check_needs(name, obj.needs)
+    _check_options_class(name, obj.options)
     if not obj.name:
       obj.name = name
     return obj
   if callable(obj):
-    return FunctionStrategy(fn=obj, name=name,
-                            needs=_check_needs(name, getattr(obj, "needs", ())),
-                            description=getattr(obj, "description", ""))
+    return FunctionStrategy(
+        fn=obj, name=name, needs=_check_needs(name, getattr(obj, "needs", ())),
+        description=getattr(obj, "description", ""),
+        options=_check_options_class(name, getattr(obj, "options",
+                                                   NoOptions)))
   raise JaxkdError(f"Strategy {name!r} is neither a Strategy nor a function.")
 
 
@@ -256,21 +396,31 @@ STRATEGIES = Registry(
 
 
 def register_strategy(name: str, fn: Any, needs=(), description: str = "",
-                      prepare: Optional[Callable] = None):
+                      prepare: Optional[Callable] = None,
+                      options: Optional[type] = None):
   """Registers a strategy under `name`; returns `fn`.
 
   `fn` is a `Strategy` (instance or subclass), or a pure function
   `fn(key, inputs, k, **options) -> indices` whose `needs` lists the
-  SelectionInputs fields it reads and whose optional `prepare(ctx) -> dict`
-  hook supplies the fields the loop does not compute.
+  SelectionInputs fields it reads, whose optional `prepare(ctx) -> dict`
+  hook supplies the fields the loop does not compute and whose `options`
+  (a frozen dataclass, default `NoOptions`) declares its keywords.
+  A Strategy declares its options as its `options` class attribute (an
+  `options=` given here replaces it on the registered instance).
   """
   if isinstance(fn, Strategy) or (isinstance(fn, type)
                                   and issubclass(fn, Strategy)):
-    STRATEGIES.register(name, fn)
+    if options is None:
+      STRATEGIES.register(name, fn)
+    else:
+      obj = fn() if isinstance(fn, type) else fn
+      obj.options = _check_options_class(name, options)
+      STRATEGIES.register(name, obj)
   else:
     STRATEGIES.register(name, FunctionStrategy(
         fn=fn, needs=_check_needs(name, needs), description=description,
-        name=name, prepare_fn=prepare))
+        name=name, prepare_fn=prepare,
+        options=_check_options_class(name, options or NoOptions)))
   return fn
 
 
