@@ -42,7 +42,8 @@ import numpy as np
 import optax
 
 from jaxkd.fields import setting
-from jaxkd.selection.registry import (PoolQuery, Strategy, parse_options,
+from jaxkd.selection.registry import (PoolQuery, Strategy,
+                                      check_option_ranges, parse_options,
                                       register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
                               check_k, check_rank, is_int)
@@ -75,15 +76,9 @@ class DiscriminativeOptions:
                                  "training accuracy reaches this.")
 
   def validate(self) -> "DiscriminativeOptions":
-    for name in ("sub_batches", "steps"):
-      v = getattr(self, name)
-      if not is_int(v) or v < 1:
-        raise JaxkdError(f"discriminative: {name} must be an int >= 1, got "
-                         f"{v!r}.")
-    for name in ("unlabelled_ratio", "l2"):
-      v = getattr(self, name)
-      if not np.isfinite(v) or v < 0:
-        raise JaxkdError(f"discriminative: {name} must be >= 0, got {v!r}.")
+    check_option_ranges("discriminative", self,
+                        counts=("sub_batches", "steps"),
+                        nonnegative=("unlabelled_ratio", "l2"))
     if not np.isfinite(self.learning_rate) or self.learning_rate <= 0:
       raise JaxkdError(f"discriminative: learning_rate must be > 0, got "
                        f"{self.learning_rate!r}.")

@@ -65,10 +65,10 @@ from jaxkd import parallel, train
 from jaxkd.fields import setting
 from jaxkd.models import apply_model
 from jaxkd.selection.baselines import top_k_available
-from jaxkd.selection.registry import (PoolQuery, Strategy, parse_options,
+from jaxkd.selection.registry import (PoolQuery, Strategy,
+                                      check_option_ranges, parse_options,
                                       register_strategy)
-from jaxkd.validation import (JaxkdError, check_finite, check_k, check_rank,
-                              is_int)
+from jaxkd.validation import JaxkdError, check_finite, check_k, check_rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +94,8 @@ class LearningLossOptions:
                                 "maps.")
 
   def validate(self) -> "LearningLossOptions":
-    for name in ("width", "subset"):
-      v = getattr(self, name)
-      if not is_int(v) or v < 1:
-        raise JaxkdError(f"learning_loss: {name} must be an int >= 1, got "
-                         f"{v!r}.")
-    for name in ("margin", "weight"):
-      v = getattr(self, name)
-      if not np.isfinite(v) or v < 0:
-        raise JaxkdError(f"learning_loss: {name} must be >= 0, got {v!r}.")
+    check_option_ranges("learning_loss", self, counts=("width", "subset"),
+                        nonnegative=("margin", "weight"))
     if not 0.0 <= self.detach_fraction <= 1.0:
       raise JaxkdError(f"learning_loss: detach_fraction must lie in [0, 1], "
                        f"got {self.detach_fraction!r}.")

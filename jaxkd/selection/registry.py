@@ -60,7 +60,7 @@ import numpy as np
 from jaxkd import fields
 from jaxkd.ledger import entry_image
 from jaxkd.registry import Registry
-from jaxkd.validation import JaxkdError
+from jaxkd.validation import JaxkdError, is_int
 
 
 class SelectionInputs(NamedTuple):
@@ -182,6 +182,20 @@ def _check_options_class(name: str, cls: Any) -> type:
     raise JaxkdError(f"Strategy {name!r}: options {', '.join(required)} of "
                      f"{cls.__name__} need a default.")
   return cls
+
+
+def check_option_ranges(owner: str, options: Any, *, counts=(),
+                        nonnegative=()) -> None:
+  """One-line JaxkdErrors for options that must be ints >= 1 (`counts`) or
+  finite numbers >= 0 (`nonnegative`), named as `owner: name`."""
+  for name in counts:
+    v = getattr(options, name)
+    if not is_int(v) or v < 1:
+      raise JaxkdError(f"{owner}: {name} must be an int >= 1, got {v!r}.")
+  for name in nonnegative:
+    v = getattr(options, name)
+    if not np.isfinite(v) or v < 0:
+      raise JaxkdError(f"{owner}: {name} must be >= 0, got {v!r}.")
 
 
 def parse_options(strategy: Any, options: Any = None, *,
