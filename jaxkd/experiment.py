@@ -18,6 +18,7 @@ from typing import Any, Dict
 
 from jaxkd import run_dir, settings as settings_lib
 from jaxkd.jobs import active, teacher, unix
+from jaxkd.validation import JaxkdError
 
 JOBS = {"active": active.run, "unix": unix.run}
 
@@ -33,8 +34,16 @@ def train_and_evaluate(config: Any, workdir: str) -> Dict[str, Any]:
   `workdir` (resumable) and returns what it writes to results.json."""
   settings = validate_config(config)
   with run_dir.workdir_lock(workdir):
+    fresh = not run_dir.has_outputs(workdir)
     accepted = run_dir.check_resume(settings, workdir)
-    return JOBS[settings.job](settings, workdir, accepted)
+    try:
+      return JOBS[settings.job](settings, workdir, accepted)
+    except JaxkdError:
+      if fresh and not run_dir.has_outputs(workdir):
+        # Refused before anything was paid: the corrected rerun may use
+        # other settings in the same workdir.
+        run_dir.forget_config(workdir)
+      raise
 
 
 def teacher_only(config: Any, workdir: str) -> Dict[str, Any]:

@@ -17,6 +17,7 @@ adds the traceback. Other exceptions keep their traceback.
 """
 
 import os
+import signal
 import sys
 import traceback
 from typing import Optional, Sequence
@@ -26,6 +27,7 @@ from ml_collections import config_flags
 
 _DEFAULT = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 # What config_flags raises for an unknown or ill-typed --config.x override.
 _BAD_OVERRIDE = (AttributeError, KeyError, TypeError, ValueError)
 
@@ -120,7 +122,32 @@ def run(fv: flags.FlagValues = FLAGS) -> int:
     _run(fv)
   except JaxkdError as e:
     return print_error(e, fv)
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: every paid answer is in the ledger and every "
+          f"finished round is checkpointed in {fv.workdir}; rerun the same "
+          "command to resume (nothing is paid twice).", file=sys.stderr,
+          flush=True)
+    return INTERRUPTED
   return 0
+
+
+def help_text(fv: flags.FlagValues) -> str:
+  """`--help`: what the entry point does, its flags, and the names a config
+  may use (strategies, models, dataset kinds)."""
+  from jaxkd import data
+  from jaxkd.models import model_names
+  from jaxkd.selection import strategy_names
+  names = [("strategies", strategy_names()), ("models", model_names()),
+           ("datasets", data.dataset_names())]
+  lines = [__doc__.strip(), "", "flags:", fv.main_module_help(), ""]
+  lines += [f"{what}: {', '.join(n)}" for what, n in names]
+  lines.append("(or any of them by import path 'pkg.module:attr')")
+  return "\n".join(lines)
+
+
+def _on_sigterm(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt  # the same one-line exit as Ctrl-C
 
 
 def _run(fv: flags.FlagValues) -> None:
@@ -151,7 +178,11 @@ def _run(fv: flags.FlagValues) -> None:
 
 
 def parse_flags(argv):
-  """absl flag parsing with a bad flag as one line and exit status 2."""
+  """absl flag parsing with a bad flag as one line and exit status 2;
+  `--help` prints `help_text` and exits 0."""
+  if any(a in ("--help", "-h", "--helpshort", "-?") for a in argv[1:]):
+    print(help_text(FLAGS))
+    sys.exit(0)
   try:
     check_tuple_overrides(argv)
     return FLAGS(argv)
@@ -183,6 +214,7 @@ def run_cli(argv: Sequence[str]) -> int:
 
 def main(argv):
   del argv
+  signal.signal(signal.SIGTERM, _on_sigterm)
   sys.exit(run())
 
 

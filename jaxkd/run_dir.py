@@ -182,3 +182,11 @@ def has_outputs(workdir: str) -> bool:
              for d in os.listdir(workdir)
              if os.path.isdir(os.path.join(workdir, d))
              for f in os.listdir(os.path.join(workdir, d)))
+
+
+def forget_config(workdir: str) -> None:
+  """Removes workdir/config.json (a run refused before it paid anything)."""
+  try:
+    os.remove(os.path.join(workdir, CONFIG_JSON))
+  except FileNotFoundError:
+    pass

@@ -126,9 +126,22 @@ def check_registry_name(model_name: str, where: str = "") -> None:
         "it with jaxkd.models.register_model and use that name).")
 
 
+def teacher_folder(path: str) -> str:
+  """The saved teacher at `path`: the folder itself, or, for a job's
+  workdir, its `teacher/` folder."""
+  path = os.fspath(path)
+  inner = os.path.join(path, "teacher")
+  if not os.path.isfile(os.path.join(path, TEACHER_JSON)) and os.path.isfile(
+      os.path.join(inner, TEACHER_JSON)):
+    return inner
+  return path
+
+
 def read_teacher_meta(path: str) -> Dict[str, Any]:
-  """The `teacher.json` of a saved teacher; JaxkdError if there is none."""
-  meta_path = os.path.join(os.fspath(path), TEACHER_JSON)
+  """The `teacher.json` of a saved teacher (a teacher folder or a job's
+  workdir); JaxkdError if there is none."""
+  path = teacher_folder(path)
+  meta_path = os.path.join(path, TEACHER_JSON)
   if not os.path.isfile(meta_path):
     raise JaxkdError(
         f"{path}: no saved teacher ({TEACHER_JSON} missing); write one with "
@@ -152,6 +165,7 @@ def load_teacher(path: str) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
     JaxkdError: no teacher.json, an unknown model name, or a checkpoint
       that does not match the model.
   """
+  path = teacher_folder(path)
   meta = read_teacher_meta(path)
   check_registry_name(meta["model"], os.path.join(os.fspath(path),
                                                   TEACHER_JSON))
