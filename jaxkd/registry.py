@@ -78,6 +78,11 @@ class Registry:
     self._entries[name] = self._convert(name, obj) if self._convert else obj
     return obj
 
+  def entries(self) -> List[Any]:
+    """The registered objects (built-ins loaded), import paths included."""
+    self._load()
+    return list(self._entries.values())
+
   def names(self) -> List[str]:
     """Sorted names of the registered entries (built-ins loaded)."""
     self._load()

@@ -78,3 +78,28 @@ def test_a_run_refused_before_paying_does_not_block_its_corrected_rerun(
   c.loop.train_steps = 2
   out = experiment.train_and_evaluate(c, w)   # not "another config"
   assert out["strategies"]["random"][0][-1]["queries"] == 20
+
+
+def test_a_registered_function_named_by_import_path_keeps_its_needs(
+    tmp_path, monkeypatch):
+  (tmp_path / "first_hour_plugin.py").write_text(
+      "from jaxkd.selection import register_strategy\n"
+      "from jaxkd.selection.baselines import entropy_select\n"
+      "def most_uncertain(key, inputs, k):\n"
+      "  return entropy_select(inputs.probs, inputs.available, k)\n"
+      "register_strategy('first_hour_mine', most_uncertain, "
+      "needs=('probs',))\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  from jaxkd.selection import get_strategy
+  strat = get_strategy("first_hour_plugin:most_uncertain")
+  assert strat.needs == frozenset({"probs"})
+
+
+@pytest.mark.parametrize("path", ["os:getcwd", "collections:OrderedDict"])
+def test_a_callable_that_is_no_strategy_is_refused_before_training(path):
+  from jaxkd import settings
+  from jaxkd.validation import JaxkdError
+  c = common.active_config(strategies=(path,))
+  with pytest.raises(JaxkdError) as e:
+    settings.read(c)
+  assert "\n" not in str(e.value)

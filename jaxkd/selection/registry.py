@@ -49,6 +49,7 @@ option is a one-line `JaxkdError`), before round 0 pays anything.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import difflib
 import json
 from typing import (Any, Callable, Dict, FrozenSet, List, NamedTuple,
@@ -392,6 +393,20 @@ def as_strategy(name: str, obj: Any) -> Strategy:
       obj.name = name
     return obj
   if callable(obj):
+    # A function its module registered (with its needs and options) is that
+    # strategy, also when a config names it by import path.
+    for entry in STRATEGIES.entries():
+      if isinstance(entry, FunctionStrategy) and entry.fn is obj:
+        return entry
+    if isinstance(obj, type):
+      raise JaxkdError(f"Strategy {name!r} is a class but not a Strategy "
+                       "subclass.")
+    try:
+      inspect.signature(obj).bind(None, None, 1)
+    except (TypeError, ValueError):
+      raise JaxkdError(
+          f"Strategy {name!r} does not take (key, inputs, k): a strategy "
+          "function is fn(key, inputs, k, **options) -> indices.") from None
     return FunctionStrategy(
         fn=obj, name=name, needs=_check_needs(name, getattr(obj, "needs", ())),
         description=getattr(obj, "description", ""),
