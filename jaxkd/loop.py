@@ -30,13 +30,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxkd import train
+from jaxkd import curves, train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.selection import SelectionInputs, Strategy, get_strategy
@@ -44,6 +44,45 @@ from jaxkd.selection.registry import LOOP_FIELDS, parse_options
 from jaxkd.ledger import ledger_error
 from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError, check_k, check_number
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRule:
+  """When the loop stops before `rounds` (the config's `loop.stop`); off by
+  default. After round r < rounds it stops if
+
+    success_r >= target                                  (target > 0), or
+    U_conf[(s(q_r + k) - s(q_r)) / k] < min_gain_per_query  (gain > 0),
+
+  where s(q) = a - b q^(-c) is `jaxkd.curves.fit_power_law` fitted to the
+  (queries, success) records of rounds 0..r (at least three), k is
+  `per_round` and U_conf the `confidence` percentile of that gain over a
+  bootstrap of the rounds (`jaxkd.curves.bootstrap`, seeded by the run's
+  seed). A curve that cannot be fitted never stops the run.
+  """
+  target: float = setting(0.0, "Stop after the first round whose success "
+                          "rate reaches this (in [0, 1]; 0 = off).")
+  min_gain_per_query: float = setting(
+      0.0, "Stop when the learning curve's upper bound on the success the "
+      "next round would gain per query is below this (0 = off; needs 3 "
+      "rounds).")
+  confidence: float = setting(0.9, "Confidence of that upper bound "
+                              "(bootstrap over rounds), in (0, 1).")
+
+  def validate(self, prefix: str = "") -> "StopRule":
+    """One-line JaxkdError for a rule that cannot be applied."""
+    check_number(f"{prefix}target", self.target, zero_ok=True)
+    check_number(f"{prefix}min_gain_per_query", self.min_gain_per_query,
+                 zero_ok=True)
+    check_number(f"{prefix}confidence", self.confidence)
+    if self.target > 1.0:
+      raise JaxkdError(
+          f"{prefix}target must be a success rate in [0, 1] (0 = off), got "
+          f"{self.target}.")
+    if self.confidence >= 1.0:
+      raise JaxkdError(
+          f"{prefix}confidence must be in (0, 1), got {self.confidence}.")
+    return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +99,22 @@ class StudentTraining:
   temperature: float = setting(4.0, "KD temperature T (> 0).")
   retrain: bool = setting(True, "Retrain the student from its fixed init "
                           "each round (False: fine-tune).")
+  stop: StopRule = setting(factory=StopRule,
+                           doc="When to stop before `rounds` (off by default).")
+
+  def __post_init__(self):
+    # dataclasses.asdict (ActiveSettings.loop_settings) turns `stop` into a
+    # dict; take it back as the rule (a misspelt key is a TypeError here).
+    if isinstance(self.stop, dict):
+      object.__setattr__(self, "stop", StopRule(**self.stop))
 
   def validate(self, prefix: str = "") -> "StudentTraining":
     """One-line JaxkdError for a value that would fail after paying."""
     from jaxkd import losses
+    if not isinstance(self.stop, StopRule):
+      raise JaxkdError(f"{prefix}stop must be a StopRule, got "
+                       f"{self.stop!r}.")
+    self.stop.validate(f"{prefix}stop.")
     check_number(f"{prefix}train_steps", self.train_steps, integer=True)
     check_number(f"{prefix}batch_size", self.batch_size, integer=True)
     check_number(f"{prefix}learning_rate", self.learning_rate)
@@ -185,7 +236,20 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
   Returns:
     One dict per round: round, queries (paid in rounds <= this one),
     student_accuracy, teacher_accuracy, success_rate, wall_time (s),
-    selected, train_size, unpaid_teacher_forwards.
+    selected, train_size, unpaid_teacher_forwards; with the gain rule of
+    `settings.stop` on, from the third round, predicted_gain_per_query and
+    gain_per_query_upper; on the round where `settings.stop` ends the run
+    (fewer than rounds + 1 records), stopped: the reason.
+
+  Stopping: the rule (`StopRule`, `stop_reason`) is decided after round r's
+  evaluation and written into round r's record before that record is
+  checkpointed, and nothing of round r + 1 is selected or paid. A resumed
+  run whose last checkpointed record has `stopped` runs no round. A kill
+  between the decision and the checkpoint resumes at round r, which gets its
+  answers from the ledger for free and retrains to the same record; the
+  decision is a pure function of the (queries, success_rate) of rounds
+  0..r, the rule, `per_round` and `seed` (the bootstrap's seed), so it is
+  recomputed identically and the run stops again before paying round r + 1.
   """
   strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
   name = name or (strategy if isinstance(strategy, str) else strat.name)
@@ -211,6 +275,11 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
           f"request {req.request}, round {req.round} (killed between the "
           f"teacher call and the commit); re-sent as {req.request_id} when "
           "needed")
+    if records and records[-1].get("stopped"):
+      # The decision was checkpointed with its round: stopped stays stopped.
+      log(f"[{name}] stopped after round {records[-1]['round']} "
+          f"({records[-1]['stopped']}); no further rounds are run")
+      start = settings.rounds + 1
     for r in range(start, settings.rounds + 1):
       t0 = time.time()
       forwards_before = oracle.unpaid_forwards
@@ -232,11 +301,13 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
       ctx.state, ctx.extra = strat.train(
           ctx, images, targets, seed=settings.seed + 1000 * r, state=prev,
           extra=ctx.extra)
-      _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
-                    test_labels, teacher_accuracy, log, t0,
-                    selected=selected, train_size=len(images),
-                    unpaid_teacher_forwards=(oracle.unpaid_forwards
-                                             - forwards_before))
+      rec = _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
+                          test_labels, teacher_accuracy, log, t0,
+                          selected=selected, train_size=len(images),
+                          unpaid_teacher_forwards=(oracle.unpaid_forwards
+                                                   - forwards_before))
+      if rec.get("stopped"):
+        break
   finally:
     ckpt.close()
   return records
@@ -330,6 +401,12 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
              success_rate=acc / max(float(teacher_accuracy), 1e-12),
              wall_time=time.time() - t0,
              **{k: int(v) for k, v in extra.items()})
+  if r < ctx.settings.rounds:
+    reason, fields = stop_reason(ctx.settings.stop, records + [rec],
+                                 ctx.settings.per_round, ctx.settings.seed)
+    rec.update(fields)
+    if reason:
+      rec["stopped"] = reason  # checkpointed with the round, below
   records.append(rec)
   saved = ctx.state if ctx.extra is None else {"student": ctx.state,
                                                "extra": ctx.extra}
@@ -340,6 +417,80 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
   log(f"[{name}] round {r}: queries={rec['queries']} "
       f"student={acc:.4f} success={rec['success_rate']:.3f} "
       f"({rec['wall_time']:.1f}s)")
+  if rec.get("stopped"):
+    log(f"[{name}] stopping after round {r}: {rec['stopped']}; rounds "
+        f"{r + 1}..{ctx.settings.rounds} are not run (nothing more is paid)")
+  return rec
+
+
+STOP_BOOTSTRAPS = 200  # resamples of the gain rule's upper bound
+
+
+def stop_reason(rule: StopRule, records: List[Dict[str, Any]],
+                per_round: int, seed: int = 0
+                ) -> Tuple[Optional[str], Dict[str, float]]:
+  """Whether `rule` stops the run after the last of `records`.
+
+  Args:
+    rule: the `StopRule`.
+    records: round records of rounds 0..r (queries, success_rate).
+    per_round: k, the queries the next round would pay.
+    seed: seed of the bootstrap (equal inputs give equal answers).
+
+  Returns:
+    (reason, fields): reason is None to go on, else why to stop; fields is
+    {} or, when the gain rule fitted a curve, predicted_gain_per_query
+    (s(q_r + k) - s(q_r)) / k of the fit and gain_per_query_upper (its
+    `rule.confidence` percentile over bootstrap refits on resampled rounds).
+    A curve that cannot be fitted (fewer than three rounds with distinct
+    positive counts, or no resample with three distinct rounds) never stops.
+  """
+  last = records[-1]
+  if rule.target > 0 and last["success_rate"] >= rule.target:
+    return (f"target {rule.target:g} reached (success "
+            f"{last['success_rate']:.4f})"), {}
+  if rule.min_gain_per_query <= 0:
+    return None, {}
+  gain = _gain_per_query(rule, records, per_round, seed)
+  if gain is None:
+    return None, {}
+  point, upper = gain
+  fields = {"predicted_gain_per_query": point, "gain_per_query_upper": upper}
+  if upper < rule.min_gain_per_query:
+    return (f"predicted gain per query {upper:.3g} (upper "
+            f"{rule.confidence:g} bound; fit {point:.3g}) < "
+            f"{rule.min_gain_per_query:g}"), fields
+  return None, fields
+
+
+def _gain_per_query(rule, records, per_round, seed):
+  """(fit, upper bound) of the next round's success gain per query, or None
+  when no curve can be fitted. With s = a - b q^(-c), the gain of k more
+  queries is b (q^(-c) - (q + k)^(-c))."""
+  q = np.asarray([r["queries"] for r in records], np.float64)
+  s = np.asarray([r["success_rate"] for r in records], np.float64)
+  # A round whose count is not above every earlier one (and 0) paid nothing
+  # new: it adds no point to the curve.
+  keep = q > np.maximum.accumulate(np.concatenate([[0.0], q]))[:-1]
+  q, s = q[keep], s[keep]
+  if len(q) < 3:
+    return None
+  q_now, q_next = q[-1], q[-1] + per_round
+  try:
+    boot = curves.bootstrap([(q, s)], target=1.0, budget=q_next,
+                            n_boot=STOP_BOOTSTRAPS, level=rule.confidence,
+                            seed=seed, resample_rounds=True)
+  except (JaxkdError, ValueError, FloatingPointError, np.linalg.LinAlgError):
+    return None
+  if not len(boot.params):
+    return None
+  gain = lambda a, b, c: b * (q_now ** -c - q_next ** -c) / per_round
+  point = float(gain(*boot.fit.params))
+  upper = float(np.percentile(gain(*boot.params.T), 100 * rule.confidence,
+                              method="higher"))
+  if not (np.isfinite(point) and np.isfinite(upper)):
+    return None
+  return point, upper
 
 
 def _selection_inputs(strat: Strategy, ctx: RoundContext) -> SelectionInputs:
