@@ -15,7 +15,13 @@ nothing about budgets or teachers. It
   * proves itself: `fingerprint()` is (row count, running sha256 of the keys
     in payment order), which the round loop stores in every checkpoint;
   * belongs to one pool, budget and answer kind (the `meta` table), and to
-    one process at a time (an exclusive lock on `<ledger>.lock`).
+    one process at a time (an exclusive lock on `<ledger>.lock`);
+  * keeps money, when priced: each answer's `cost` and each pending key's
+    cost (set by `intend`, moved to the answer by `commit`). `money()` is
+    committed + pending + abandoned (pending money dropped by a later
+    intent, or re-sent to a teacher that ignores request ids): everything
+    the teacher may have charged, so a kill between the teacher call and
+    the commit never hides money.
 
 Item recipes (one place, used by the oracle, the loop and the inspection
 helpers): a pool point is keyed `pool_key(i)` = 'p:<i>'; a mixup image
@@ -56,16 +62,30 @@ CREATE TABLE IF NOT EXISTS answers (
   batch INTEGER NOT NULL,      -- request number of the teacher call (one
                                -- transaction each)
   created REAL NOT NULL,
-  probs BLOB NOT NULL          -- float32 [num_classes]
+  probs BLOB NOT NULL,         -- float32 [num_classes]
+  cost REAL                    -- money paid for it; NULL = unpriced
 );
 CREATE TABLE IF NOT EXISTS pending (  -- write-ahead intent of a teacher call
   key TEXT PRIMARY KEY,
   request INTEGER NOT NULL,    -- request number (the answers' batch)
   pos INTEGER NOT NULL,        -- position in the request's batch
   round INTEGER NOT NULL,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  cost REAL                    -- money it costs if sent; NULL = unpriced
 );
 """
+
+# Columns added after the first release: an older ledger gets them on open
+# (`ALTER TABLE ... ADD COLUMN`); its rows keep NULL.
+_ADDED_COLUMNS = (("answers", "cost", "REAL"), ("pending", "cost", "REAL"))
+
+# Meta keys written only when given (a ledger without them is unpriced):
+# once written, every reopen must give the same value.
+_OPTIONAL_META = ("price", "money_budget")
+
+# Meta key of the money of pending requests that were dropped or re-sent to
+# a teacher without idempotency keys: the teacher may have charged it.
+_ABANDONED = "money_abandoned"
 
 # Key prefixes the oracle builds itself; `query_images` keys may not use them.
 RESERVED_PREFIXES = ("p:", "mix:")
@@ -88,6 +108,20 @@ class PendingRequest(NamedTuple):
   request_id: str
   round: int
   keys: Tuple[str, ...]
+
+
+class Money(NamedTuple):
+  """Money of a priced ledger: `committed` (sum of the answers' cost),
+  `pending` (cost of pending requests: the teacher may have charged them)
+  and `abandoned` (pending money dropped by a later intent or re-sent to a
+  teacher without idempotency keys). `total` is what may have been paid."""
+  committed: float
+  pending: float
+  abandoned: float
+
+  @property
+  def total(self) -> float:
+    return self.committed + self.pending + self.abandoned
 
 
 def ledger_error(path: str, what: str) -> JaxkdError:
@@ -233,6 +267,10 @@ class Ledger:
     must_exist: the ledger must already exist and hold its metadata: a
       missing or empty file is refused instead of being taken for a new
       ledger.
+    price: how answers are priced (a string: the constant or the price
+      function's name), None = unpriced. Written to the meta when given
+      (the first priced open) and then required to match on every reopen.
+    money_budget: the money budget recorded with the ledger, as `price`.
 
   Attributes:
     ledger_path: absolute path of the SQLite file.
@@ -245,11 +283,17 @@ class Ledger:
   """
 
   def __init__(self, ledger_path: str, *, pool: str, budget: int,
-               hard_labels: bool, must_exist: bool = False):
+               hard_labels: bool, must_exist: bool = False,
+               price: Optional[str] = None,
+               money_budget: Optional[float] = None):
     self.ledger_path = os.path.abspath(ledger_path)
     self.num_classes: Optional[int] = None
     self._meta = {"pool": pool, "budget": str(int(budget)),
                   "hard_labels": str(int(bool(hard_labels)))}
+    self._optional_meta = {
+        "price": None if price is None else str(price),
+        "money_budget": (None if money_budget is None
+                         else repr(float(money_budget)))}
     self._db = self._lock = None
     if must_exist and not (os.path.exists(self.ledger_path)
                            and os.path.getsize(self.ledger_path) > 0):
@@ -280,6 +324,7 @@ class Ledger:
     self._db.execute("PRAGMA journal_mode=WAL")
     self._db.execute("PRAGMA synchronous=FULL")
     self._db.executescript(_SCHEMA)
+    self._migrate()
     self._check_meta()
     self._cache = {}
     self._rounds = {}
@@ -301,6 +346,20 @@ class Ledger:
     self._keys.append(key)
     self._hash.update(key.encode() + b"\n")
 
+  def _migrate(self):
+    """Adds the columns of `_ADDED_COLUMNS` an older ledger lacks (its rows
+    keep NULL); the keys, and so the fingerprint, are untouched."""
+    missing = []
+    for table, column, kind in _ADDED_COLUMNS:
+      have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+      if column not in have:
+        missing.append(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    if missing:
+      with self._db:
+        self._db.execute("BEGIN IMMEDIATE")
+        for sql in missing:
+          self._db.execute(sql)
+
   def _check_meta(self):
     want = dict(self._meta)
     have = dict(self._db.execute("SELECT key, value FROM meta"))
@@ -311,8 +370,18 @@ class Ledger:
               f"Ledger {self.ledger_path} was written for {k}={have.get(k)!r},"
               f" not {v!r}: refusing to mix answers from different runs. Use "
               "a new run directory or the original settings.")
-    if "ledger_id" not in have:  # unique prefix of this ledger's request ids
-      want["ledger_id"] = uuid.uuid4().hex
+    for k in _OPTIONAL_META:  # only when given, or once recorded
+      v = self._optional_meta[k]
+      if k in have and have[k] != v:
+        raise JaxkdError(
+            f"Ledger {self.ledger_path} was written for {k}={have[k]!r}, not "
+            f"{v!r}: refusing to mix money from different budgets or prices. "
+            "Use a new run directory or the original settings.")
+      if v is not None and k not in have:
+        want[k] = v
+    if any(k not in have for k in want) or "ledger_id" not in have:
+      if "ledger_id" not in have:  # unique prefix of this ledger's request ids
+        want["ledger_id"] = uuid.uuid4().hex
       with self._db:
         self._db.execute("BEGIN IMMEDIATE")
         self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
@@ -344,19 +413,31 @@ class Ledger:
 
   def entries(self, kind: Optional[str] = None,
               max_round: Optional[int] = None):
-    """Ledger rows as dicts (key, kind, pool_index, i, j, lam, round, probs),
-    in payment order."""
+    """Ledger rows as dicts (key, kind, pool_index, i, j, lam, round, probs,
+    cost: None when unpriced), in payment order."""
     rows = self._db.execute(
-        "SELECT key, kind, pool_index, i, j, lam, round, probs FROM answers "
-        "ORDER BY seq").fetchall()
+        "SELECT key, kind, pool_index, i, j, lam, round, probs, cost FROM "
+        "answers ORDER BY seq").fetchall()
     out = []
-    for key, knd, idx, i, j, lam, rnd, blob in rows:
+    for key, knd, idx, i, j, lam, rnd, blob, cost in rows:
       if (kind is None or knd == kind) and (max_round is None
                                             or rnd <= max_round):
         out.append(dict(key=key, kind=knd, pool_index=idx, i=i, j=j, lam=lam,
                         round=rnd,
-                        probs=np.frombuffer(blob, np.float32).copy()))
+                        probs=np.frombuffer(blob, np.float32).copy(),
+                        cost=cost))
     return out
+
+  def money(self) -> Money:
+    """(committed, pending, abandoned) money; unpriced rows count 0."""
+    committed = self._db.execute(
+        "SELECT COALESCE(SUM(cost), 0) FROM answers").fetchone()[0]
+    pending = self._db.execute(
+        "SELECT COALESCE(SUM(cost), 0) FROM pending").fetchone()[0]
+    row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                           (_ABANDONED,)).fetchone()
+    return Money(float(committed), float(pending),
+                 float(row[0]) if row else 0.0)
 
   def is_paid(self, keys: Iterable[str]) -> np.ndarray:
     """[k] bool: which ledger keys are paid."""
@@ -392,23 +473,62 @@ class Ledger:
 
   # -------------------------------------------------------------- writes --
 
-  def intend(self, keys: Sequence[str], round: int) -> int:
+  def intend(self, keys: Sequence[str], round: int,
+             costs: Optional[Sequence[float]] = None) -> int:
     """Commits `keys` as pending under a new request number (write-ahead
     intent) before the teacher is called; returns the number. Pending
     requests that share a key are dropped: they can no longer be re-sent
-    whole."""
+    whole (their money, which the teacher may have charged, is kept as
+    abandoned). `costs` [k]: each key's price (None: unpriced)."""
     request = self._request
     now = time.time()
+    costs = [None] * len(keys) if costs is None else [float(c) for c in costs]
     with self._db:
       self._db.execute("BEGIN IMMEDIATE")
+      dropped = sorted({r[0] for k in keys for r in self._db.execute(
+          "SELECT request FROM pending WHERE key = ?", (k,))})
+      if dropped:
+        marks = ",".join("?" * len(dropped))
+        lost = self._db.execute(
+            f"SELECT SUM(cost) FROM pending WHERE request IN ({marks})",
+            dropped).fetchone()[0]
+        self._abandon(lost)
+        self._db.execute(f"DELETE FROM pending WHERE request IN ({marks})",
+                         dropped)
       self._db.executemany(
-          "DELETE FROM pending WHERE request IN (SELECT request FROM pending "
-          "WHERE key = ?)", [(k,) for k in keys])
-      self._db.executemany(
-          "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
-          [(k, request, pos, int(round), now) for pos, k in enumerate(keys)])
+          "INSERT INTO pending (key, request, pos, round, created, cost) "
+          "VALUES (?, ?, ?, ?, ?, ?)",
+          [(k, request, pos, int(round), now, c)
+           for pos, (k, c) in enumerate(zip(keys, costs))])
     self._request += 1
     return request
+
+  def money_of(self, request: int) -> float:
+    """The pending money of `request` (0 when unpriced or not pending)."""
+    return float(self._db.execute(
+        "SELECT COALESCE(SUM(cost), 0) FROM pending WHERE request = ?",
+        (int(request),)).fetchone()[0])
+
+  def charge_again(self, request: int) -> float:
+    """Before pending `request` is re-sent to a teacher that ignores request
+    ids (so it charges again): its pending money is kept as abandoned too,
+    durably. Returns that money (0 when unpriced)."""
+    with self._db:
+      self._db.execute("BEGIN IMMEDIATE")
+      lost = self._db.execute("SELECT SUM(cost) FROM pending WHERE request = ?",
+                              (int(request),)).fetchone()[0]
+      self._abandon(lost)
+    return float(lost or 0.0)
+
+  def _abandon(self, money: Optional[float]):
+    # Inside the caller's transaction; nothing is written when unpriced.
+    if not money:
+      return
+    row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                           (_ABANDONED,)).fetchone()
+    total = (float(row[0]) if row else 0.0) + float(money)
+    self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                     (_ABANDONED, repr(total)))
 
   def commit(self, keys: Sequence[str], probs: np.ndarray,
              meta: Dict[str, Dict[str, Any]], round: int, request: int):
@@ -421,6 +541,9 @@ class Ledger:
       meta: key -> row fields (kind, and pool_index or i, j, lam).
       round: the round that paid.
       request: the request number `intend` returned.
+
+    Each answer's cost is its pending key's cost, moved in the same
+    transaction (NULL when unpriced).
     """
     now = time.time()
     rows = []
@@ -428,11 +551,13 @@ class Ledger:
       m = meta[k]
       rows.append((k, m["kind"], m.get("pool_index"), m.get("i"), m.get("j"),
                    m.get("lam"), int(round), self._seq + len(rows), request,
-                   now, np.asarray(p, np.float32).tobytes()))
+                   now, np.asarray(p, np.float32).tobytes(), request, k))
     with self._db:  # one transaction per teacher batch, durable on commit
       self._db.execute("BEGIN IMMEDIATE")
       self._db.executemany(
-          "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+          "INSERT INTO answers (key, kind, pool_index, i, j, lam, round, seq, "
+          "batch, created, probs, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+          "?, (SELECT cost FROM pending WHERE request = ? AND key = ?))", rows)
       self._db.execute("DELETE FROM pending WHERE request = ?", (request,))
     # Only after the commit does anything outside the ledger see the answers.
     for k, p in zip(keys, probs):

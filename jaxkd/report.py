@@ -77,7 +77,8 @@ def rank_strategies(results: Records) -> List[dict]:
   return rows
 
 
-def summary_table(results: Records) -> str:
+def summary_table(results: Records,
+                  money: Optional[Dict[str, List[float]]] = None) -> str:
   """Strategies ranked by final success rate, then by mean success over
   rounds (area under the curve), each mean ± std over seeds, marked against
   the next row (`rank_strategies`: '>' ahead by more than one spread, '≈'
@@ -85,7 +86,8 @@ def summary_table(results: Records) -> str:
   forwards that were not paid queries (gap_diversity's pass over the pool:
   free when the teacher is cheap to run and labels are what cost), summed
   over rounds, mean over seeds. A last line gives the total unpaid
-  forwards of the whole job."""
+  forwards of the whole job. With `money` (strategy -> money spent per
+  seed) a 'money' column gives its mean over seeds."""
   by_name, total_unpaid = {}, 0
   for name, runs in results.items():
     final = [r[-1] for r in runs]
@@ -103,10 +105,14 @@ def summary_table(results: Records) -> str:
     cells.append([str(r["rank"]), r["strategy"], q, acc, suc,
                   r["final_vs_next"] or "", auc, r["mean_vs_next"] or "",
                   unpaid, seeds])
-  table = plotting.format_table(
-      cells, ["rank", "strategy", "queries", "student acc %",
-              "final success %", "vs next", "mean success over rounds %",
-              "vs next", "unpaid teacher fwd", "seeds"])
+  header = ["rank", "strategy", "queries", "student acc %",
+            "final success %", "vs next", "mean success over rounds %",
+            "vs next", "unpaid teacher fwd", "seeds"]
+  if money is not None:
+    header.insert(3, "money")
+    for row in cells:
+      row.insert(3, f"{np.mean(money.get(row[1]) or [0.0]):g}")
+  table = plotting.format_table(cells, header)
   return (table + "\n'vs next': > ahead of the next row by more than one "
           "spread (std over seeds), ≈ within one spread, ? one seed."
           + f"\n\ntotal unpaid teacher forwards: {total_unpaid}")

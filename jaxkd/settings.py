@@ -264,6 +264,10 @@ class ActiveSettings(JobSettings):
                         "is refused before paying).")
   hard_labels: bool = setting(False, "The teacher answers one-hot argmax "
                               "labels instead of probabilities.")
+  price_per_query: float = setting(0.0, "Money per teacher answer, recorded "
+                                   "in the ledger; 0 = unpriced.")
+  money_budget: float = setting(0.0, "Teacher money allowed per run (pending "
+                                "requests count); 0 = no money limit.")
   loop: StudentTraining = setting(factory=StudentTraining,
                                   doc="Student training per round.")
 
@@ -304,6 +308,16 @@ class ActiveSettings(JobSettings):
           f"split.initial + rounds x per_round = {self.split.initial} + "
           f"{self.rounds} x {self.per_round} = {need} queries exceed "
           f"config.budget={self.budget}.")
+    check_positive("price_per_query", self.price_per_query, zero_ok=True)
+    check_positive("money_budget", self.money_budget, zero_ok=True)
+    if self.money_budget and not self.price_per_query:
+      raise JaxkdError("config.money_budget needs config.price_per_query > 0 "
+                       "(0 = unpriced).")
+    money = need * self.price_per_query
+    if self.money_budget and self.money_budget < money * (1 - 1e-9):
+      raise JaxkdError(
+          f"{need} planned queries x price_per_query={self.price_per_query:g}"
+          f" = {money:g} exceed config.money_budget={self.money_budget:g}.")
     self.loop.validate("config.loop.")
     for name, opts in self.strategy_options.items():
       parse_strategy_options(name, opts)

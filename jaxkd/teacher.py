@@ -20,7 +20,16 @@ Every teacher answer costs money, so `TeacherOracle`:
   * proves itself: `fingerprint()` is (row count, running sha256 of the keys
     in payment order); the round loop stores it in every checkpoint and a
     resumed run refuses a ledger that is missing, empty, shorter or
-    different instead of paying again.
+    different instead of paying again;
+  * optionally counts money (`price`, `money_budget`): each answer's cost is
+    fixed at the intent, stored with its pending key and moved to its row at
+    the commit. Money spent = committed + pending + abandoned
+    (`jaxkd.ledger.Money`): everything the teacher may have charged, so a
+    kill between the call and the commit never lets a resume overspend. A
+    query whose new requests would cost more than the money left is refused
+    before the teacher is called. A pending request re-sent to a teacher
+    without `accepts_request_id` costs its price again (such a teacher
+    charges every call); with request ids the re-send is free.
 
 The store, its schema and the item recipes (keys, mixup rebuilds) live in
 `jaxkd.ledger`; this module holds the policy: budget, batching, the teacher
@@ -37,6 +46,7 @@ vectors when the teacher only gives hard labels (`hard_labels=True`).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -48,6 +58,10 @@ from jaxkd.validation import (BudgetExceededError, JaxkdError, check_finite,
                               check_rank, is_int)
 
 TeacherFn = Callable[[np.ndarray], np.ndarray]
+PriceFn = Callable[[str, np.ndarray], float]
+
+# Relative slack of the money check (sums of float prices).
+_MONEY_TOL = 1e-9
 
 
 def flax_teacher_fn(model, variables, *, batch_size: int = 1024) -> TeacherFn:
@@ -57,6 +71,34 @@ def flax_teacher_fn(model, variables, *, batch_size: int = 1024) -> TeacherFn:
   def fn(images):
     return train.predict(model, variables, images, batch_size=batch_size)
   return fn
+
+
+def _price_label(price) -> Optional[str]:
+  """The ledger's record of `price`: the constant, or the function's
+  'module:qualname'; a one-line JaxkdError for anything else."""
+  if price is None:
+    return None
+  if callable(price):
+    return (f"fn:{getattr(price, '__module__', '?')}:"
+            f"{getattr(price, '__qualname__', type(price).__qualname__)}")
+  if (isinstance(price, bool)
+      or not isinstance(price, (int, float, np.integer, np.floating))
+      or not math.isfinite(price) or price < 0):
+    raise JaxkdError(f"price must be a finite number >= 0 or a function "
+                     f"price(key, image) -> float, got {price!r}.")
+  return repr(float(price))
+
+
+def _item_price(price_fn: PriceFn, key: str, image: np.ndarray) -> float:
+  cost = price_fn(key, image)
+  try:
+    cost = float(cost)
+  except (TypeError, ValueError):
+    cost = float("nan")
+  if not math.isfinite(cost) or cost < 0:
+    raise JaxkdError(f"price({key!r}, image) returned {cost!r}; a price is a "
+                     "finite number >= 0. Nothing was queried.")
+  return cost
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -81,19 +123,28 @@ class TeacherOracle:
     must_exist: the ledger must already exist and hold its metadata (a run
       directory with checkpoints): a missing or empty file is refused
       instead of being taken for a new ledger.
+    price: money per answer: a constant float >= 0, or
+      `price(key, image [H, W, C]) -> float >= 0` per item; None = unpriced
+      (no cost recorded, the ledger as before). Recorded in the ledger's
+      meta (a function by its module and name) and required on reopen.
+    money_budget: total money allowed (over all runs that share this
+      ledger); None = no money limit. Needs a price.
 
   Attributes:
     ledger: the `jaxkd.ledger.Ledger` that stores the paid answers.
 
   Accessors: counters are properties (`spent`, `remaining`, `budget`,
-  `unpaid_forwards`, `num_classes`); reads of ledger rows are methods, most
-  with filters: `queried_indices(max_round=)`, `entries(kind=, max_round=)`,
+  `money_spent`, `money_remaining`, `unpaid_forwards`, `num_classes`);
+  reads of ledger rows are methods, most with filters:
+  `queried_indices(max_round=)`, `entries(kind=, max_round=)`,
   `paid_answers(items)`, `is_paid(keys)`, `fingerprint(rows=)`, `pending()`.
   """
 
   def __init__(self, teacher_fn: TeacherFn, pool_images: np.ndarray, *,
                budget: int, ledger_path: str, hard_labels: bool = False,
-               batch_size: int = 256, must_exist: bool = False):
+               batch_size: int = 256, must_exist: bool = False,
+               price: Union[None, float, PriceFn] = None,
+               money_budget: Optional[float] = None):
     check_rank("pool_images", pool_images, 4)
     check_finite("pool_images", pool_images)
     if not is_int(budget) or budget < 0:
@@ -101,6 +152,19 @@ class TeacherOracle:
     if not is_int(batch_size) or batch_size <= 0:
       raise JaxkdError(f"batch_size must be a positive int, got "
                        f"{batch_size!r}.")
+    price_label = _price_label(price)
+    if money_budget is not None:
+      if (isinstance(money_budget, bool)
+          or not isinstance(money_budget, (int, float, np.integer,
+                                           np.floating))
+          or not math.isfinite(money_budget) or money_budget < 0):
+        raise JaxkdError(f"money_budget must be a finite number >= 0, got "
+                         f"{money_budget!r}.")
+      if price is None:
+        raise JaxkdError("money_budget needs a price (per query, or a "
+                         "function of the item); none was given.")
+    self.price = price
+    self.money_budget = None if money_budget is None else float(money_budget)
     self.teacher_fn = teacher_fn
     self.pool_images = np.asarray(pool_images, np.float32)
     self.budget = int(budget)
@@ -109,7 +173,8 @@ class TeacherOracle:
     self.unpaid_forwards = 0  # teacher forwards that were not paid queries
     self.ledger = Ledger(ledger_path, pool=fingerprint(self.pool_images),
                          budget=self.budget, hard_labels=self.hard_labels,
-                         must_exist=must_exist)
+                         must_exist=must_exist, price=price_label,
+                         money_budget=self.money_budget)
 
   # ---------------------------------------------------- ledger accessors --
 
@@ -134,6 +199,20 @@ class TeacherOracle:
   @property
   def remaining(self) -> int:
     return self.budget - self.spent
+
+  @property
+  def money_spent(self) -> float:
+    """Money the teacher may have charged: committed answers' cost plus
+    pending (and abandoned) requests' (`jaxkd.ledger.Money.total`); 0 when
+    unpriced."""
+    return self.ledger.money().total
+
+  @property
+  def money_remaining(self) -> Optional[float]:
+    """money_budget - money_spent; None without a money budget."""
+    if self.money_budget is None:
+      return None
+    return self.money_budget - self.money_spent
 
   def queried_indices(self, max_round: Optional[int] = None) -> np.ndarray:
     """Sorted pool indices paid for (in rounds <= max_round if given)."""
@@ -306,17 +385,52 @@ class TeacherOracle:
         if all(k in todo for k in req.keys):
           calls.append((req.request, [todo.pop(k) for k in req.keys]))
     rest = [p for p in new if keys[p] in todo]
+    costs = self._check_money(keys, make_images, rest, calls)
     for start in range(0, len(rest), self.batch_size):
       calls.append((None, rest[start:start + self.batch_size]))
+    resend_pays = not getattr(self.teacher_fn, "accepts_request_id", False)
     for request, sel in calls:
       sel = np.asarray(sel, np.int64)
       batch_keys = [keys[p] for p in sel]
       if request is None:
-        request = self.ledger.intend(batch_keys, round)
+        request = self.ledger.intend(
+            batch_keys, round,
+            None if costs is None else [costs[p] for p in sel])
+      elif resend_pays and self.price is not None:
+        self.ledger.charge_again(request)
       images = np.asarray(make_images(sel), np.float32)
       probs = self._probs(np.asarray(self._call(images, request)), len(sel))
       self._commit(batch_keys, probs, meta, round, request)
     return self.ledger.answers(keys)
+
+  def _check_money(self, keys, make_images, rest, resend):
+    """Prices of the new requests' items (position -> cost; None when
+    unpriced); refuses, before anything is sent, a query whose new money
+    (new requests, plus re-sent pending ones when the teacher ignores
+    request ids) exceeds the money left."""
+    if self.price is None:
+      return None
+    if callable(self.price):
+      images = np.asarray(make_images(np.asarray(rest, np.int64)), np.float32)
+      costs = {p: _item_price(self.price, keys[p], img)
+               for p, img in zip(rest, images)}
+    else:
+      costs = {p: float(self.price) for p in rest}
+    need = math.fsum(costs.values())
+    if resend and not getattr(self.teacher_fn, "accepts_request_id", False):
+      need += math.fsum(self.ledger.money_of(req) for req, _ in resend)
+    if self.money_budget is None:
+      return costs
+    money = self.ledger.money()
+    left = self.money_budget - money.total
+    if need > left + _MONEY_TOL * max(1.0, self.money_budget):
+      raise BudgetExceededError(
+          f"Query needs {need:g} more money for {len(rest)} new teacher "
+          f"answers but only {left:g} of the money budget of "
+          f"{self.money_budget:g} remain ({money.total:g} spent, of which "
+          f"{money.pending + money.abandoned:g} by pending or lost requests)."
+          " Nothing was queried.")
+    return costs
 
   def _call(self, images, request):
     if getattr(self.teacher_fn, "accepts_request_id", False):

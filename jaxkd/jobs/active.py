@@ -91,6 +91,7 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
   student = get_model(settings.student, dataset.num_classes)
 
   results: Dict[str, List[List[dict]]] = {}
+  money: Dict[str, List[float]] = {}  # per strategy, per seed
   for name in settings.strategies:
     own = get_strategy(name).scope == "initial"
     for seed in settings.seeds:
@@ -100,7 +101,9 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
           budget=settings.paid_budget,
           ledger_path=os.path.join(run_path, "ledger.sqlite"),
           hard_labels=settings.hard_labels,
-          must_exist=has_checkpoint(os.path.join(run_path, "checkpoints")))
+          must_exist=has_checkpoint(os.path.join(run_path, "checkpoints")),
+          price=settings.price_per_query or None,
+          money_budget=settings.money_budget or None)
       try:
         records = loop.run_loop(
             strategy=name, student=student, oracle=oracle,
@@ -111,15 +114,21 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
             settings=settings.loop_settings(seed, name), workdir=run_path,
             initial_labels=pools.initial_labels, name=name, mesh=mesh,
             progress=settings.progress, log=_log)
+        money.setdefault(name, []).append(oracle.money_spent)
       finally:
         oracle.close()
       results.setdefault(name, []).append(records)
   teacher_name = settings.teacher.url or settings.teacher.model
+  extra = {"unpaid_teacher_forwards": report.unpaid_forwards(results),
+           "ranking": report.rank_strategies(results),
+           "allow_overlap": settings.allow_overlap,
+           "split_overlap": pools.overlap}
+  priced = bool(settings.price_per_query)
+  if priced:  # money the teacher may have charged, per strategy and seed
+    extra["money_spent"] = money
   return report.write_report(
       settings, workdir, results, teacher_acc, t_start, accepted,
-      table=report.summary_table(results), teacher_name=teacher_name,
+      table=report.summary_table(results, money if priced else None),
+      teacher_name=teacher_name,
       title=f"{settings.dataset}: {settings.student} from {teacher_name}",
-      extra={"unpaid_teacher_forwards": report.unpaid_forwards(results),
-             "ranking": report.rank_strategies(results),
-             "allow_overlap": settings.allow_overlap,
-             "split_overlap": pools.overlap})
+      extra=extra)
