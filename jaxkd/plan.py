@@ -307,6 +307,12 @@ def plot_plan(result: Dict[str, Any], path: str, title: str = "") -> str:
     if e["queries_to_target"] is not None and e["queries_to_target"] <= right:
       ax.plot([e["queries_to_target"]], [100 * result["target"]], "v",
               color=color, ms=7)
+  measured = np.concatenate([np.asarray(e["success_mean"], float)
+                             for e in st.values()])
+  # Bands of refits can run far below the data before the first round:
+  # the axes show the measured range and the target, not those tails.
+  ax.set_ylim(max(0.0, 100 * measured.min() - 10),
+              min(150.0, 100 * max(measured.max(), result["target"]) + 5))
   ax.axhline(100 * result["target"], color="k", ls="--", lw=1,
              label=f"target {100 * result['target']:.1f}%")
   ax.axvline(result["budget"], color="gray", ls=":", lw=1,

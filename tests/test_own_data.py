@@ -16,8 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkd import data, experiment, report, train
-from jaxkd.configs import common
+from jaxkd import data, report, train
 from jaxkd.validation import JaxkdError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
