@@ -81,7 +81,7 @@ _ADDED_COLUMNS = (("answers", "cost", "REAL"), ("pending", "cost", "REAL"))
 
 # Meta keys written only when given (a ledger without them is unpriced):
 # once written, every reopen must give the same value.
-_OPTIONAL_META = ("price", "money_budget")
+_OPTIONAL_META = ("price", "money_budget", "teacher")
 
 # Meta key of the money of pending requests that were dropped or re-sent to
 # a teacher without idempotency keys: the teacher may have charged it.
@@ -271,6 +271,9 @@ class Ledger:
       function's name), None = unpriced. Written to the meta when given
       (the first priced open) and then required to match on every reopen.
     money_budget: the money budget recorded with the ledger, as `price`.
+    teacher: the identity of the teacher paying (`teacher_fn.teacher_id`,
+      a hash of its parameters); recorded on the first open that knows it,
+      and a different one on a later open is refused.
 
   Attributes:
     ledger_path: absolute path of the SQLite file.
@@ -285,7 +288,8 @@ class Ledger:
   def __init__(self, ledger_path: str, *, pool: str, budget: int,
                hard_labels: bool, must_exist: bool = False,
                price: Optional[str] = None,
-               money_budget: Optional[float] = None):
+               money_budget: Optional[float] = None,
+               teacher: Optional[str] = None):
     self.ledger_path = os.path.abspath(ledger_path)
     self.num_classes: Optional[int] = None
     self._meta = {"pool": pool, "budget": str(int(budget)),
@@ -293,7 +297,8 @@ class Ledger:
     self._optional_meta = {
         "price": None if price is None else str(price),
         "money_budget": (None if money_budget is None
-                         else repr(float(money_budget)))}
+                         else repr(float(money_budget))),
+        "teacher": None if teacher is None else str(teacher)}
     self._db = self._lock = None
     if must_exist and not (os.path.exists(self.ledger_path)
                            and os.path.getsize(self.ledger_path) > 0):
@@ -372,7 +377,14 @@ class Ledger:
               "a new run directory or the original settings.")
     for k in _OPTIONAL_META:  # only when given, or once recorded
       v = self._optional_meta[k]
-      if k in have and have[k] != v:
+      if k == "teacher":  # checked when known on both sides
+        if v is not None and have.get(k, v) != v:
+          raise ledger_error(
+              self.ledger_path,
+              f"holds the answers of teacher {have[k]}, but this run's "
+              f"teacher is {v} (other parameters); a resume must use the "
+              "teacher that paid them")
+      elif k in have and have[k] != v:
         raise JaxkdError(
             f"Ledger {self.ledger_path} was written for {k}={have[k]!r}, not "
             f"{v!r}: refusing to mix money from different budgets or prices. "

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import hmac
 import http.server
 import ipaddress
@@ -699,21 +698,6 @@ def make_server(predict_fn: PredictFn, host: str = "127.0.0.1", port: int = 0,
   return TeacherServer((host, int(port)), predict_fn, **kw)
 
 
-def model_id(variables) -> str:
-  """16 hex digits of sha256 over the variables' leaves in key-path order:
-  each leaf's path, dtype and shape, then its bytes (C order)."""
-  import jax
-
-  h = hashlib.sha256()
-  leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
-  for path, leaf in sorted(((jax.tree_util.keystr(p), leaf)
-                            for p, leaf in leaves), key=lambda t: t[0]):
-    a = np.ascontiguousarray(np.asarray(leaf))
-    h.update(f"{path}|{a.dtype.str}|{a.shape};".encode())
-    h.update(a.tobytes())
-  return h.hexdigest()[:16]
-
-
 # ------------------------------------------------------------ the model ---
 
 
@@ -732,7 +716,7 @@ def load_teacher(checkpoint: str, *, model: Optional[str] = None,
 
   Returns:
     predict_fn(images [B, H, W, C]) -> logits [B, C]; info (model,
-    num_classes, step, accuracy, model_id: `model_id(variables)`) for GET
+    num_classes, step, accuracy, model_id: `teacher_training.model_id`) for GET
     /info, without the checkpoint's path; the input shape (None when not
     recorded: requests are then not checked).
 
@@ -774,7 +758,8 @@ def load_teacher(checkpoint: str, *, model: Optional[str] = None,
     return train.predict(net, variables, images)
 
   info = {"model": name, "num_classes": int(classes), "step": int(step),
-          "accuracy": accuracy, "model_id": model_id(variables)}
+          "accuracy": accuracy,
+          "model_id": teacher_training.model_id(variables)}
   return predict_fn, info, (tuple(shape) if shape else None)
 
 

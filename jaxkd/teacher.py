@@ -65,11 +65,15 @@ _MONEY_TOL = 1e-9
 
 
 def flax_teacher_fn(model, variables, *, batch_size: int = 1024) -> TeacherFn:
-  """Wraps a Flax model as a teacher fn (eval mode, sharded batches)."""
-  from jaxkd import train  # local import: keeps the oracle importable alone.
+  """Wraps a Flax model as a teacher fn (eval mode, sharded batches). Its
+  `teacher_id` (a hash of the variables, `teacher_training.model_id`) is
+  what a ledger records of the teacher that paid it."""
+  # Local imports: keep the oracle importable alone.
+  from jaxkd import teacher_training, train
 
   def fn(images):
     return train.predict(model, variables, images, batch_size=batch_size)
+  fn.teacher_id = teacher_training.model_id(variables)
   return fn
 
 
@@ -117,7 +121,9 @@ class TeacherOracle:
     budget: total number of paid teacher answers allowed (over all runs that
       share this ledger).
     ledger_path: SQLite file; created if missing, resumed if present (it must
-      belong to the same pool and budget).
+      belong to the same pool and budget, and, when `teacher_fn.teacher_id`
+      is set, as by `flax_teacher_fn`, to the same teacher: a ledger paid by
+      other parameters is refused).
     hard_labels: store and return one-hot argmax answers only.
     batch_size: images per teacher call (and per ledger transaction).
     must_exist: the ledger must already exist and hold its metadata (a run
@@ -174,7 +180,8 @@ class TeacherOracle:
     self.ledger = Ledger(ledger_path, pool=fingerprint(self.pool_images),
                          budget=self.budget, hard_labels=self.hard_labels,
                          must_exist=must_exist, price=price_label,
-                         money_budget=self.money_budget)
+                         money_budget=self.money_budget,
+                         teacher=getattr(teacher_fn, "teacher_id", None))
 
   # ---------------------------------------------------- ledger accessors --
 

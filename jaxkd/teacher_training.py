@@ -17,6 +17,7 @@ run use it instead of training its own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -199,3 +200,16 @@ def check_teacher_fits(meta: Dict[str, Any], num_classes: int,
         f"teacher {path} takes images {tuple(meta['input_shape'])} but the "
         f"data's are {tuple(input_shape)}.")
 
+
+def model_id(variables) -> str:
+  """A teacher's identity: 16 hex digits of sha256 over its variables'
+  leaves in key-path order (each leaf's path, dtype and shape, then its
+  bytes, C order). The ledger records it; `serve_teacher` reports it."""
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+  for path, leaf in sorted(((jax.tree_util.keystr(p), leaf)
+                            for p, leaf in leaves), key=lambda t: t[0]):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{path}|{a.dtype.str}|{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]

@@ -385,3 +385,34 @@ def test_plugin_returning_other_than_per_round_pays_nothing_of_it(
     _loop_run(tmp_path, s, f"audit_count_{k_real}")
   _one_line(e)
   assert _ledger_rows(tmp_path / "ledger.sqlite") == 5  # round 0 only
+
+
+def test_a_teacher_with_other_parameters_under_the_same_json_is_refused(
+    tmp_path):
+  """The ledger records the hash of the teacher that paid it; a resume
+  whose teacher.json is unchanged but whose parameters are not is refused
+  in one line, and the changed teacher answers nothing."""
+  import json
+  import shutil
+  import jax
+  w = tmp_path / "w"
+  c = _tiny(rounds=1)
+  experiment.train_and_evaluate(c, str(w))
+  folder = w / "teacher"
+  model, variables, meta = teacher_training.load_teacher(str(folder))
+  changed = jax.tree_util.tree_map(lambda a: a + 1e-3, variables)
+  saved = json.loads((folder / "teacher.json").read_text())
+  shutil.rmtree(folder)
+  teacher_training.save_teacher(
+      str(folder), meta["model"], changed, accuracy=meta["accuracy"],
+      num_classes=meta["num_classes"], input_shape=meta["input_shape"],
+      extra={k: v for k, v in saved.items()
+             if k not in ("model", "num_classes", "input_shape",
+                          "accuracy")})
+  assert json.loads((folder / "teacher.json").read_text()) == saved
+  ledger = w / "random" / "seed0" / "ledger.sqlite"
+  rows = _ledger_rows(ledger)
+  with pytest.raises(JaxkdError, match="other parameters") as e:
+    experiment.train_and_evaluate(c, str(w))
+  _one_line(e)
+  assert _ledger_rows(ledger) == rows
