@@ -97,7 +97,9 @@ def summary_table(results: Records,
     unpaid = [sum(x.get("unpaid_teacher_forwards", 0) for x in r)
               for r in runs]
     total_unpaid += sum(unpaid)
-    by_name[name] = (str(final[0]["queries"]), mean_std(acc), mean_std(suc),
+    paid = sorted({int(f["queries"]) for f in final})  # seeds may stop apart
+    queries = str(paid[0]) if len(paid) == 1 else f"{paid[0]}-{paid[-1]}"
+    by_name[name] = (queries, mean_std(acc), mean_std(suc),
                      mean_std(auc), f"{np.mean(unpaid):.0f}", str(len(runs)))
   cells = []
   for r in rank_strategies(results):

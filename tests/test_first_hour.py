@@ -103,3 +103,29 @@ def test_a_callable_that_is_no_strategy_is_refused_before_training(path):
   with pytest.raises(JaxkdError) as e:
     settings.read(c)
   assert "\n" not in str(e.value)
+
+
+def test_a_resume_with_fewer_strategies_keeps_the_others(tmp_path, capsys):
+  c = common.active_config(
+      split=dict(teacher_train=200, initial=20, pool=60, test=100, seed=0),
+      student="mlp", strategies=("random", "entropy"), rounds=1, per_round=5,
+      progress=False)
+  c.teacher.update(model="mlp", epochs=1)
+  c.loop.train_steps = 2
+  both = experiment.train_and_evaluate(c, str(tmp_path))
+  c.strategies = ("random",)
+  again = experiment.train_and_evaluate(c, str(tmp_path))
+  assert set(again["strategies"]) == {"random", "entropy"}
+  assert again["strategies"]["entropy"] == both["strategies"]["entropy"]
+  assert {r["strategy"] for r in again["ranking"]} == {"random", "entropy"}
+  assert "entropy: not run this time" in capsys.readouterr().out
+
+
+def test_table_shows_the_range_of_queries_when_seeds_stopped_apart():
+  from jaxkd import report
+  rec = lambda q: [{"queries": q, "student_accuracy": 0.5,
+                    "success_rate": 0.6}]
+  row = report.summary_table({"a": [rec(10), rec(12)]}).splitlines()[2]
+  assert "| 10-12 " in row
+  row = report.summary_table({"a": [rec(10), rec(10)]}).splitlines()[2]
+  assert "| 10 " in row

@@ -9,6 +9,7 @@ from the ledgers.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Dict, List
@@ -55,6 +56,19 @@ def train_teacher(settings: ActiveSettings, dataset, pools, workdir, mesh):
       pools.teacher_train_labels, pools.test_images, pools.test_labels,
       workdir, dataset_name=settings.dataset, mesh=mesh,
       progress=settings.progress)
+
+
+def earlier_results(workdir: str, results) -> Dict[str, List[List[dict]]]:
+  """Strategies an earlier run of this workdir reported that this run did
+  not run (a resume with fewer strategies): their records, kept in the
+  report. The changed-config guard has checked that the settings that
+  change results are the same."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    old = json.load(f).get("strategies", {})
+  return {n: runs for n, runs in old.items() if n not in results}
 
 
 def get_teacher(settings: ActiveSettings, dataset, pools, workdir, mesh):
@@ -118,6 +132,10 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
       finally:
         oracle.close()
       results.setdefault(name, []).append(records)
+  for name, runs in earlier_results(workdir, results).items():
+    _log(f"{name}: not run this time; results.json keeps its earlier "
+         f"{len(runs)} seed(s) from {workdir}")
+    results[name] = runs
   teacher_name = settings.teacher.url or settings.teacher.model
   extra = {"unpaid_teacher_forwards": report.unpaid_forwards(results),
            "ranking": report.rank_strategies(results),
