@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxkd import curves, train
+from jaxkd import train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.selection import SelectionInputs, Strategy, get_strategy
@@ -476,6 +476,9 @@ def _gain_per_query(rule, records, per_round, seed):
   if len(q) < 3:
     return None
   q_now, q_next = q[-1], q[-1] + per_round
+  # Imported here: scipy's optimizer costs ~0.8 s of start-up, and only a
+  # run with the gain rule on needs it.
+  from jaxkd import curves
   try:
     boot = curves.bootstrap([(q, s)], target=1.0, budget=q_next,
                             n_boot=STOP_BOOTSTRAPS, level=rule.confidence,
