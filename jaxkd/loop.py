@@ -39,6 +39,7 @@ import numpy as np
 from jaxkd import train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
+from jaxkd.data import sources
 from jaxkd.selection import SelectionInputs, Strategy, get_strategy
 from jaxkd.selection.registry import LOOP_FIELDS, parse_options
 from jaxkd.ledger import ledger_error
@@ -185,7 +186,9 @@ class RoundContext:
 
   @property
   def candidate_images(self) -> np.ndarray:
-    return self.oracle.pool_images[self.candidate_indices]
+    """[|U|, H, W, C] float32 candidates: an array, or for a pool on disk a
+    `jaxkd.data.sources.SubsetSource` view read in batches."""
+    return sources.take(self.oracle.pool_images, self.candidate_indices)
 
   def paid_answers(self, items) -> np.ndarray:
     """Ledger answers [k, C] of already-paid pool indices or ledger keys;
@@ -496,9 +499,36 @@ def _gain_per_query(rule, records, per_round, seed):
   return point, upper
 
 
+PIXELS_LIMIT = 1 << 30  # bytes of float32 [n, H W C] the `pixels` field may take
+
+
+def _pixels(pool) -> np.ndarray:
+  """[n, H W C] float32 flattened candidates, read in batches; refused above
+  `PIXELS_LIMIT` bytes (a strategy on raw pixels at that scale should use
+  embeddings)."""
+  n, size = len(pool), int(np.prod(pool.shape[1:]))
+  if n * size * 4 > PIXELS_LIMIT:
+    raise JaxkdError(
+        f"the 'pixels' feature of {n:,} candidates of {size} values would "
+        f"take {n * size * 4 / 2**30:.1f} GiB (limit "
+        f"{PIXELS_LIMIT / 2**30:.0f} GiB); use the strategy on embeddings, or "
+        "a smaller pool. Nothing of this round was paid.")
+  if not sources.is_source(pool):
+    return pool.reshape(n, -1)
+  out = np.empty((n, size), np.float32)
+  at = 0
+  for batch in sources.iter_batches(pool, 4096):
+    out[at:at + len(batch)] = batch.reshape(len(batch), -1)
+    at += len(batch)
+  return out
+
+
 def _selection_inputs(strat: Strategy, ctx: RoundContext) -> SelectionInputs:
-  """The declared loop-computed fields, plus the strategy's `prepare`."""
-  needs = strat.needs
+  """The declared loop-computed fields, plus the strategy's `prepare`. A
+  strategy whose inputs depend on its options (ADMM's `features`) narrows
+  `needs` with `needs_for(options)`."""
+  needs = frozenset(strat.needs_for(ctx.options)
+                    if hasattr(strat, "needs_for") else strat.needs)
   fields: Dict[str, Any] = {"available": ctx.available}
   if needs & LOOP_FIELDS - {"available"}:
     pool = ctx.candidate_images
@@ -508,7 +538,7 @@ def _selection_inputs(strat: Strategy, ctx: RoundContext) -> SelectionInputs:
       fields.update(logits=logits, probs=np.asarray(jax.nn.softmax(logits)),
                     embeddings=emb)
     if "pixels" in needs:
-      fields["pixels"] = pool.reshape(len(pool), -1)
+      fields["pixels"] = _pixels(pool)
     if "teacher_probs" in needs:
       if "teacher_probs" not in ctx.cache:  # the teacher is fixed: one pass.
         ctx.cache["teacher_probs"] = ctx.oracle.peek(pool)

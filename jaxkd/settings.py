@@ -181,16 +181,23 @@ class JobSettings:
   job: str = setting("active", "'active' (select -> pay teacher -> train "
                      "rounds) or 'unix' (UNIX computation-efficient KD).")
   dataset: str = setting("digits", "digits, mnist, fashion_mnist, cifar10, "
-                         "mnist5k, tfds:<name>, npz:<path.npz> or idx:<dir> "
-                         "(own files).")
+                         "mnist5k, tfds:<name>, or own files: npz:<path.npz>, "
+                         "idx:<dir>, npy:<path> (memory-mapped) or "
+                         "folder:<dir> (image files).")
   data_dir: str = setting("", "Folder holding the dataset files (mnist, "
                           "fashion_mnist, cifar10, mnist5k; base folder for "
-                          "relative npz:/idx:).")
+                          "relative own-file paths).")
   image_shape: Tuple[int, ...] = setting(
-      (), "(H, W) or (H, W, C) of own images stored flat [N, D]; () when "
-      "the files hold [N, H, W(, C)].")
-  num_classes: int = setting(0, "Classes of own data (npz:/idx:); 0 infers "
-                             "max label + 1.")
+      (), "(H, W) or (H, W, C) of own images stored flat [N, D], or that "
+      "folder: images are brought to; () when the files hold [N, H, W(, C)] "
+      "(or folder images of one size).")
+  num_classes: int = setting(0, "Classes of own data (npz:/idx:/npy:/"
+                             "folder:); 0 infers max label + 1.")
+  data_fit: str = setting("center_crop", "How folder: images of another "
+                          "size reach image_shape: center_crop or resize.")
+  data_skip_bad_files: bool = setting(
+      False, "folder: leave out (and count) files that are not readable "
+      "images instead of refusing the folder.")
   data_verify_md5: bool = setting(False, "Check files against known md5s "
                                   "(mnist, fashion_mnist, mnist5k; "
                                   "idx:<dir>/MD5SUMS).")
@@ -233,12 +240,16 @@ class JobSettings:
 
   def check_data_fields(self) -> None:
     from jaxkd import data, teacher_training
-    own = self.dataset.startswith(("npz:", "idx:"))
+    own = self.dataset.startswith(data.OWN_FILE_PREFIXES)
     for name in ("image_shape", "num_classes"):
       if not own and getattr(self, name):
         raise JaxkdError(
-            f"config.{name} is for own files (npz:/idx:); {self.dataset} "
-            f"brings its own {name.replace('_', ' ')}: unset it.")
+            f"config.{name} is for own files (npz:/idx:/npy:/folder:); "
+            f"{self.dataset} brings its own {name.replace('_', ' ')}: unset "
+            "it.")
+    if self.data_fit not in ("center_crop", "resize"):
+      raise JaxkdError(f"config.data_fit must be center_crop or resize, got "
+                       f"{self.data_fit!r}.")
     if tuple(self.image_shape):
       data.arrays.image_shape_arg(tuple(self.image_shape))  # raises
     check_positive("num_classes", self.num_classes, integer=True,

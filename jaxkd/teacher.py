@@ -51,6 +51,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from jaxkd.data import sources
 from jaxkd.ledger import (RESERVED_PREFIXES, Ledger, LedgerFingerprint,
                           PendingRequest, canonical_pair, fingerprint,
                           mixup_images, mixup_key, pool_key, round_lam)
@@ -152,7 +153,8 @@ class TeacherOracle:
                price: Union[None, float, PriceFn] = None,
                money_budget: Optional[float] = None):
     check_rank("pool_images", pool_images, 4)
-    check_finite("pool_images", pool_images)
+    if not sources.is_source(pool_images):  # a source checks as it reads
+      check_finite("pool_images", pool_images)
     if not is_int(budget) or budget < 0:
       raise JaxkdError(f"budget must be a non-negative int, got {budget!r}.")
     if not is_int(batch_size) or batch_size <= 0:
@@ -172,12 +174,14 @@ class TeacherOracle:
     self.price = price
     self.money_budget = None if money_budget is None else float(money_budget)
     self.teacher_fn = teacher_fn
-    self.pool_images = np.asarray(pool_images, np.float32)
+    self.pool_images = (pool_images if sources.is_source(pool_images)
+                        else np.asarray(pool_images, np.float32))
     self.budget = int(budget)
     self.hard_labels = bool(hard_labels)
     self.batch_size = int(batch_size)
     self.unpaid_forwards = 0  # teacher forwards that were not paid queries
-    self.ledger = Ledger(ledger_path, pool=fingerprint(self.pool_images),
+    self.ledger = Ledger(ledger_path,
+                         pool=sources.fingerprint(self.pool_images),
                          budget=self.budget, hard_labels=self.hard_labels,
                          must_exist=must_exist, price=price_label,
                          money_budget=self.money_budget,
@@ -347,12 +351,19 @@ class TeacherOracle:
   def peek(self, images: np.ndarray) -> np.ndarray:
     """Teacher probabilities WITHOUT paying or recording: only for settings
     where running the teacher is cheap and labels are what cost (e.g. the
-    lane-detection paper). Counted in `unpaid_forwards`."""
+    lane-detection paper). Counted in `unpaid_forwards`. A source is read
+    in batches of 4,096."""
     check_rank("images", images, 4)
-    check_finite("images", images)
-    self.unpaid_forwards += len(images)
-    logits = self.teacher_fn(np.asarray(images, np.float32))
-    return self._probs(np.asarray(logits), len(images))
+    if not sources.is_source(images):
+      check_finite("images", images)
+      self.unpaid_forwards += len(images)
+      logits = self.teacher_fn(np.asarray(images, np.float32))
+      return self._probs(np.asarray(logits), len(images))
+    out = []
+    for batch in sources.iter_batches(images, 4096):
+      self.unpaid_forwards += len(batch)
+      out.append(self._probs(np.asarray(self.teacher_fn(batch)), len(batch)))
+    return np.concatenate(out)
 
   def _probs(self, logits: np.ndarray, k: int) -> np.ndarray:
     if logits.ndim != 2 or logits.shape[0] != k:

@@ -27,6 +27,7 @@ from jax.sharding import Mesh
 from jaxkd import losses, parallel
 from jaxkd.models import apply_model, init_model
 from jaxkd.registry import Registry
+from jaxkd.data import sources
 from jaxkd.validation import (JaxkdError, check_finite, check_positive,
                               check_rank)
 
@@ -212,7 +213,9 @@ def _jitted_predict(model: nn.Module, mesh: Mesh, return_features: bool):
 def predict(model: nn.Module, variables, images: np.ndarray, *,
             batch_size: int = 1024, mesh: Optional[Mesh] = None,
             return_embeddings: bool = False):
-  """Eval-mode logits (and embeddings) for all images, in sharded batches.
+  """Eval-mode logits (and embeddings) for all images, in sharded batches
+  (an image source is read by `jaxkd.data.sources.iter_batches`: Grain
+  reader threads prefetch the next batches while the device works).
 
   Returns NumPy logits [N, C] (and embeddings [N, D] if requested).
   """
@@ -224,8 +227,7 @@ def predict(model: nn.Module, variables, images: np.ndarray, *,
   k = parallel.num_shards(mesh)
   batch_size = max(k, batch_size - batch_size % k)
   outs = []
-  for start in range(0, len(images), batch_size):
-    chunk = np.asarray(images[start:start + batch_size], np.float32)
+  for chunk in sources.iter_batches(images, batch_size):
     n = len(chunk)
     x, _ = parallel.shard_batch(mesh, chunk)
     res = fn(variables, x)
@@ -411,7 +413,8 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
   stream = batch_stream(n, batch_size, seed)
   history, epoch_losses = [], []
   bar = _progress(total, desc, progress)
-  images = np.asarray(images, np.float32)
+  if not sources.is_source(images) or images.nbytes <= sources.MATERIALISE_LIMIT:
+    images = np.asarray(images, np.float32)  # a small source: decoded once
   for t in range(total):
     idx = next(stream)
     rows = tuple(None if a is None else a[idx]

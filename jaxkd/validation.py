@@ -46,8 +46,9 @@ def check_floating(name: str, x: Any) -> None:
 
 
 def check_finite(name: str, x: Any) -> None:
-  """Raise if `x` contains NaN or inf (no-op for tracers)."""
-  if not is_concrete(x):
+  """Raise if `x` contains NaN or inf (no-op for tracers, and for image
+  sources, which check each batch as it is read)."""
+  if not is_concrete(x) or getattr(x, "checks_on_read", False):
     return
   arr = np.asarray(x)
   if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):

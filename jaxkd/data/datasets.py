@@ -49,7 +49,7 @@ CIFAR10_CLASS_NAMES = (
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """Train and test arrays of one image-classification dataset.
+  """Train and test images of one image-classification dataset.
 
   Construction validates every field and raises `JaxkdError` on bad input.
   Floating images are stored as float32 and integer labels as int32 (no copy
@@ -133,6 +133,9 @@ class Dataset:
 
 
 def _checked_images(what: str, x: Any) -> np.ndarray:
+  from jaxkd.data.sources import is_source
+  if is_source(x):  # checked batch by batch as it is read
+    return x
   x = np.asarray(x)
   if x.ndim != 4:
     raise JaxkdError(
@@ -174,6 +177,8 @@ def _checked_labels(what: str, y: Any, num_classes: int) -> np.ndarray:
 
 LoaderFn = Callable[..., Dataset]
 TFDS_PREFIX = "tfds:"
+# Datasets of the user's own files (they take image_shape / num_classes).
+OWN_FILE_PREFIXES = ("npz:", "idx:", "npy:", "folder:")
 
 # Loaders by name: fn(data_dir=None, **options) -> Dataset. The file-format
 # modules listed here register theirs when first needed (`register_dataset`).
@@ -204,6 +209,8 @@ PREFIX_LOADERS = {
     "tfds": ("jaxkd.data.tfds_loader:load_tfds_dataset", "<name>"),
     "npz": ("jaxkd.data.npz:load_npz", "<path.npz>"),
     "idx": ("jaxkd.data.idx:load_idx_dir", "<dir>"),
+    "npy": ("jaxkd.data.on_disk:load_npy", "<path>"),
+    "folder": ("jaxkd.data.on_disk:load_folder", "<dir>"),
 }
 
 

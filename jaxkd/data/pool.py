@@ -24,6 +24,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
+from jaxkd.data import sources
 from jaxkd.data.datasets import Dataset
 from jaxkd.validation import JaxkdError
 
@@ -31,7 +32,8 @@ from jaxkd.validation import JaxkdError
 class Pools(NamedTuple):
   """Disjoint teacher-train / initial L / pool U splits plus the test split.
 
-  Images are [n, H, W, C] float32 and labels [n] int32 (gathered copies);
+  Images are [n, H, W, C] float32 and labels [n] int32 (gathered copies;
+  for a dataset on disk, `jaxkd.data.sources.SubsetSource` views);
   each `*_indices` holds the int64 positions in the dataset's train split
   (or test split for `test_indices`) the rows came from.
   """
@@ -67,10 +69,13 @@ def _count(name: str, value: Any, allow_none: bool = False) -> Optional[int]:
   return int(value)
 
 
-def _image_hashes(images: np.ndarray) -> set:
-  """blake2b digests of each image's bytes ([n, ...] -> n digests)."""
+def _image_hashes(images: Any) -> set:
+  """blake2b digests of each image's bytes ([n, ...] -> n digests); a
+  source streams its own (`ImageSource.item_digests`)."""
   if len(images) == 0:  # an empty split (e.g. initial=0) shares nothing
     return set()
+  if sources.is_source(images):
+    return set(images.item_digests())
   flat = np.ascontiguousarray(images).reshape(len(images), -1)
   return {hashlib.blake2b(row.tobytes(), digest_size=16).digest()
           for row in flat}
@@ -178,12 +183,12 @@ def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
         dataset.num_test, size=t, replace=False))
   out = []
   for idx in parts:
-    out += [dataset.train_images[idx], dataset.train_labels[idx],
-            idx.astype(np.int64)]
-  out += [dataset.test_images[test_idx], dataset.test_labels[test_idx],
-          test_idx.astype(np.int64)]
+    out += [sources.take(dataset.train_images, idx),
+            dataset.train_labels[idx], idx.astype(np.int64)]
+  out += [sources.take(dataset.test_images, test_idx),
+          dataset.test_labels[test_idx], test_idx.astype(np.int64)]
   overlap = split_overlaps(teacher_train=out[0],
-                           pool=np.concatenate([out[3], out[6]]),
+                           pool=sources.concat(out[3], out[6]),
                            test=out[9])
   check_overlap(overlap, allow_overlap, f"{dataset.name}: ")
   return Pools(*out, overlap=overlap)

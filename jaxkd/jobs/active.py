@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxkd import loop, parallel, report, run_dir, teacher_sources
 from jaxkd.checkpoint import has_checkpoint
+from jaxkd.data import sources
 from jaxkd.jobs.inputs import load_pools
 from jaxkd.models import get_model
 from jaxkd.selection import get_strategy
@@ -98,7 +99,7 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
        f"{len(pools.test_images)}")
   teacher_fn, teacher_acc = get_teacher(settings, dataset, pools, workdir,
                                         mesh)
-  oracle_pool = np.concatenate([pools.initial_images, pools.pool_images])
+  oracle_pool = sources.concat(pools.initial_images, pools.pool_images)
   n_init = len(pools.initial_images)
   initial = np.arange(n_init)
   candidates = n_init + np.arange(len(pools.pool_images))

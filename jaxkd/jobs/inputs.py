@@ -11,7 +11,8 @@ from jaxkd.settings import ActiveSettings, JobSettings
 
 
 def load_data(settings: JobSettings) -> data.Dataset:
-  """The configured dataset; own files (`npz:`, `idx:`) get image_shape,
+  """The configured dataset; own files (`npz:`, `idx:`, `npy:`, `folder:`)
+  get image_shape,
   num_classes and, without a test split of their own, split.test images
   split off with split.seed; loaders that check md5s get
   data_verify_md5."""
@@ -23,8 +24,10 @@ def load_data(settings: JobSettings) -> data.Dataset:
       "num_test": split.test if split else 0,
       "seed": split.seed if split else 0,
       "verify_md5": settings.data_verify_md5,
+      "fit": settings.data_fit,
+      "skip_bad_files": settings.data_skip_bad_files,
   }
-  if not settings.dataset.startswith(("npz:", "idx:")):
+  if not settings.dataset.startswith(data.OWN_FILE_PREFIXES):
     offered = {"verify_md5": offered["verify_md5"]}
   opts = {k: v for k, v in offered.items() if k in accepts}
   return data.load_dataset(settings.dataset,

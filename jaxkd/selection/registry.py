@@ -319,6 +319,16 @@ class Strategy:
     """How many distinct queries exist (rounds x per_round must fit)."""
     return num_candidates
 
+  def needs_for(self, options) -> FrozenSet[str]:
+    """The fields this run computes: `needs`, except that when the options
+    have a `features` field ("embeddings" or "pixels", as ADMM's) only the
+    one chosen of those two is computed (pixels of a large pool are big)."""
+    needs = frozenset(self.needs)
+    chosen = getattr(options, "features", None)
+    if chosen in ("embeddings", "pixels"):
+      needs = (needs - {"embeddings", "pixels"}) | {chosen}
+    return needs
+
   def prepare(self, ctx) -> Dict[str, Any]:
     """Method-specific state before `select`; returns extra SelectionInputs
     fields. `ctx.cache` persists over the rounds of one run (in memory)."""
