@@ -44,16 +44,30 @@ class Checkpointer:
     do (default: delete the step and resume from the one before)."""
     self.directory = os.path.abspath(directory)
     self.recovery = recovery
+    # In a multi-process run every process reads on its own and only
+    # process 0 writes (`save` is a no-op elsewhere): no orbax barrier ties
+    # a save to the other processes.
+    self._writer = not (jax.distributed.is_initialized()
+                        and jax.process_index() != 0)
+    opts = dict(max_to_keep=max_to_keep, create=True)
+    if jax.distributed.is_initialized():
+      me = jax.process_index()
+      if self._writer:
+        os.makedirs(self.directory, exist_ok=True)
+      opts.update(create=False, multiprocessing_options=(
+          ocp.options.MultiprocessingOptions(primary_host=me,
+                                             active_processes={me})))
     self._mngr = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(**opts))
 
   def latest_step(self) -> Optional[int]:
     return self._mngr.latest_step()
 
   def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
-    """Saves pytree `state` and JSON-able `meta` at `step`, and waits."""
+    """Saves pytree `state` and JSON-able `meta` at `step`, and waits (on
+    process 0 only in a multi-process run)."""
+    if not self._writer:
+      return
     self._mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
         force=True)
@@ -96,7 +110,10 @@ def write_json_atomic(path: str, obj: Any) -> None:
   """Writes `obj` as JSON to `path` via a temporary file and a rename, so a
   killed run never leaves a half-written file that looks finished. Every
   JSON a run writes (rounds.json, config.json, results.json, teacher.json,
-  remote.json) goes through here."""
+  remote.json) goes through here. In a multi-process run only process 0
+  writes (the others compute the same content)."""
+  if jax.distributed.is_initialized() and jax.process_index() != 0:
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxkd import train
+from jaxkd import multihost, train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.data import sources
@@ -206,8 +206,13 @@ class RoundContext:
         progress=self.progress, desc=desc or f"r{self.round}")
 
   def predict(self, variables, images, return_embeddings=False):
-    return train.predict(self.student, variables, images, mesh=self.mesh,
-                         return_embeddings=return_embeddings)
+    """Eval-mode logits (and embeddings) of `images` (an array or a
+    source). In a multi-process run each process scores its share of the
+    rows (`jaxkd.multihost.sharded_rows`) and all get every row."""
+    fn = lambda rows: train.predict(
+        self.student, variables, sources.take(images, rows), mesh=self.mesh,
+        return_embeddings=return_embeddings)
+    return multihost.sharded_rows(fn, len(images))
 
 
 def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,

@@ -164,9 +164,9 @@ def _run(fv: flags.FlagValues) -> None:
                              settings.parse_strategy_options(name, opts))
     print("\n".join(lines), flush=True)
     return
-  import jax
-  if fv.multihost:
-    jax.distributed.initialize()
+  if fv.multihost:  # before anything touches JAX
+    from jaxkd import multihost
+    multihost.initialize()
   from jaxkd import experiment
   if fv.strategy:
     config = config.copy_and_resolve_references()

@@ -146,8 +146,13 @@ def workdir_lock(workdir: str) -> Iterator[None]:
   on the same workdir is refused in one line naming the first one's pid,
   instead of racing it to save the teacher or pay the same points. The
   kernel drops the lock when its process dies (even by SIGKILL), so a
-  killed run can always be rerun.
+  killed run can always be rerun. In a multi-process run process 0 holds
+  it for all (the others share its run).
   """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.distributed.is_initialized() and jax.process_index() != 0:
+    yield
+    return
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   fh = open(path, "a+")

@@ -65,15 +65,18 @@ PriceFn = Callable[[str, np.ndarray], float]
 _MONEY_TOL = 1e-9
 
 
-def flax_teacher_fn(model, variables, *, batch_size: int = 1024) -> TeacherFn:
-  """Wraps a Flax model as a teacher fn (eval mode, sharded batches). Its
+def flax_teacher_fn(model, variables, *, batch_size: int = 1024,
+                    mesh=None) -> TeacherFn:
+  """Wraps a Flax model as a teacher fn (eval mode, batches sharded over
+  `mesh`, default all devices). Its
   `teacher_id` (a hash of the variables, `teacher_training.model_id`) is
   what a ledger records of the teacher that paid it."""
   # Local imports: keep the oracle importable alone.
   from jaxkd import teacher_training, train
 
   def fn(images):
-    return train.predict(model, variables, images, batch_size=batch_size)
+    return train.predict(model, variables, images, batch_size=batch_size,
+                         mesh=mesh)
   fn.teacher_id = teacher_training.model_id(variables)
   return fn
 

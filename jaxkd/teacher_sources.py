@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 
-from jaxkd import run_dir, teacher_training, train
+from jaxkd import multihost, run_dir, teacher_training, train
 from jaxkd.checkpoint import write_json_atomic
 from jaxkd.settings import TeacherSettings
 from jaxkd.validation import JaxkdError
@@ -78,12 +78,27 @@ def _remove_interrupted_saves(path: str) -> None:
 def trained_teacher(ts: TeacherSettings, *, num_classes: int, image_shape,
                     train_images, train_labels, test_images, test_labels,
                     workdir: str, record: Dict[str, Any], mesh=None,
-                    progress: bool = False):
+                    progress: bool = False, _alone: bool = False):
   """(model, variables, test accuracy) of the teacher trained on
   (train_images, train_labels) and saved in workdir/teacher, or restored
   from there. `record` (dataset name, ...) is stored in its teacher.json."""
   path = teacher_dir(workdir)
   settings = ts.training_fields()
+  if multihost.is_distributed() and not _alone:
+    # Process 0 trains and saves (or restores) the teacher; the others wait
+    # for it and restore what it saved.
+    if multihost.is_primary():
+      out = trained_teacher(ts, num_classes=num_classes,
+                            image_shape=image_shape, train_images=train_images,
+                            train_labels=train_labels, test_images=test_images,
+                            test_labels=test_labels, workdir=workdir,
+                            record=record, mesh=mesh, progress=progress,
+                            _alone=True)
+      multihost.sync("jaxkd-teacher-saved")
+      return out
+    multihost.sync("jaxkd-teacher-saved")
+    model, variables, meta = teacher_training.load_teacher(path)
+    return model, variables, float(meta["accuracy"])
   if os.path.isfile(os.path.join(path, teacher_training.TEACHER_JSON)):
     old = teacher_training.read_teacher_meta(path).get("config")
     if old is not None and old != settings:
@@ -141,9 +156,11 @@ def remote_teacher(ts: TeacherSettings, test_images, test_labels,
   """
   from jaxkd.http_teacher import http_teacher
   url = ts.url
-  fn = http_teacher(url, api_key_file=ts.api_key_file or None)
+  # Process 0 alone calls the teacher (in a multi-process run).
+  fn = multihost.primary_teacher(
+      http_teacher(url, api_key_file=ts.api_key_file or None))
   path = os.path.join(teacher_dir(workdir), "remote.json")
-  if os.path.exists(path):
+  if multihost.broadcast_object(os.path.exists(path)):
     with open(path) as f:
       acc = float(json.load(f)["accuracy"])
     _log(f"teacher at {url}: test accuracy {acc:.4f} (recorded)")

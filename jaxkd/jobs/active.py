@@ -17,7 +17,8 @@ from typing import Any, Dict, List
 import jax
 import numpy as np
 
-from jaxkd import loop, parallel, report, run_dir, teacher_sources
+from jaxkd import (loop, multihost, parallel, report, run_dir,
+                   teacher_sources)
 from jaxkd.checkpoint import has_checkpoint
 from jaxkd.data import sources
 from jaxkd.jobs.inputs import load_pools
@@ -81,14 +82,20 @@ def get_teacher(settings: ActiveSettings, dataset, pools, workdir, mesh):
         dataset.num_classes, settings.dataset)
   model, variables, acc = train_teacher(settings, dataset, pools, workdir,
                                         mesh)
-  return flax_teacher_fn(model, variables), acc
+  fn = flax_teacher_fn(model, variables, mesh=mesh)
+  if multihost.is_distributed():  # process 0 alone answers (and pays)
+    fn = multihost.primary_teacher(fn)
+  return fn, acc
 
 
 def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
         ) -> Dict[str, Any]:
   """Runs (or resumes) every strategy x seed; returns results.json."""
   t_start = time.time()
-  mesh = parallel.make_mesh()
+  # Several processes: each computes on its own devices; the teacher is
+  # paid by process 0 alone and scoring is sharded over processes.
+  mesh = (multihost.local_mesh() if multihost.is_distributed()
+          else parallel.make_mesh())
   _log(f"jaxkd: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
        f"workdir {workdir}")
   dataset, pools = load_pools(settings)
@@ -114,7 +121,8 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
       oracle = TeacherOracle(
           teacher_fn, pools.initial_images if own else oracle_pool,
           budget=settings.paid_budget,
-          ledger_path=os.path.join(run_path, "ledger.sqlite"),
+          ledger_path=multihost.follower_ledger(
+              os.path.join(run_path, "ledger.sqlite")),
           hard_labels=settings.hard_labels,
           must_exist=has_checkpoint(os.path.join(run_path, "checkpoints")),
           price=settings.price_per_query or None,

@@ -1,0 +1,107 @@
+"""Two real processes, one active-distillation run, one payment per item.
+
+Two workers (tests/multihost_loop_worker.py) join a jax.distributed run on a
+localhost coordinator (CPU, gloo) and run the round loop for entropy,
+coreset and badge; a one-process run of the same worker is the reference.
+The picks (ledger keys in payment order) and accuracies must equal the
+reference, and the teacher's own logs must show process 0 alone answering,
+each image once. With the raw teacher on every process the same check
+must fail.
+"""
+
+import collections
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from test_multihost import free_port  # noqa: F401  (tests/ is on sys.path)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "multihost_loop_worker.py")
+TIMEOUT = 300
+
+
+def _run(out, count, mode="wrapped"):
+  os.makedirs(out, exist_ok=True)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, WORKER, str(port), str(p), str(count), str(out), mode],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+      for p in range(count)]
+  logs = []
+  try:
+    for proc in procs:
+      logs.append(proc.communicate(timeout=TIMEOUT)[0])
+  except subprocess.TimeoutExpired:
+    for proc in procs:
+      proc.kill()
+    pytest.fail(f"{count} processes did not finish in {TIMEOUT} s")
+  results = []
+  for p, log in enumerate(logs):
+    path = os.path.join(out, f"result_{p}.json")
+    assert os.path.exists(path), f"process {p} failed:\n{log[-4000:]}"
+    with open(path) as f:
+      results.append(json.load(f))
+  return results
+
+
+def paid_once_problems(out, count, strategies=("entropy", "coreset", "badge")):
+  """What the teacher logs say went wrong (empty list: in every run,
+  process 0 alone answered, each image once)."""
+  problems = []
+  for name in strategies:
+    seen = collections.Counter()
+    for p in range(count):
+      path = os.path.join(out, f"teacher_{p}_{name}.log")
+      if not os.path.exists(path):
+        continue
+      lines = open(path).read().split()
+      if p != 0:
+        problems.append(f"{name}: process {p} called the teacher "
+                        f"({len(lines)} images)")
+      seen.update(lines)
+    twice = [k for k, v in seen.items() if v > 1]
+    if twice:
+      problems.append(f"{name}: {len(twice)} images answered more than once")
+  return problems
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  out = tmp_path_factory.mktemp("one")
+  return out, _run(out, 1)[0]
+
+
+def test_two_processes_pick_like_one_and_pay_once(tmp_path, reference):
+  ref_out, ref = reference
+  res = _run(tmp_path, 2)
+  for name, want in ref.items():
+    for p in (0, 1):
+      assert res[p][name]["keys"] == want["keys"], (name, p)
+      assert res[p][name]["accuracy"] == want["accuracy"], (name, p)
+    # 30 initial + 2 rounds x 10, each paid once.
+    assert len(want["keys"]) == 50 == len(set(want["keys"]))
+  assert paid_once_problems(tmp_path, 2) == []
+  assert paid_once_problems(ref_out, 1) == []
+  for name in ref:
+    assert len(open(tmp_path / f"teacher_0_{name}.log").read().split()) == 50
+  # The run's ledger is process 0's; process 1's copy lives elsewhere.
+  for name in ref:
+    assert res[0][name]["ledger"].startswith(str(tmp_path))
+    assert not res[1][name]["ledger"].startswith(str(tmp_path))
+    db = sqlite3.connect(res[0][name]["ledger"])
+    assert db.execute("select count(*) from answers").fetchone()[0] == 50
+    db.close()
+
+
+def test_the_check_catches_a_follower_that_pays(tmp_path):
+  _run(tmp_path, 2, mode="raw")
+  problems = paid_once_problems(tmp_path, 2)
+  assert any("process 1 called the teacher" in p for p in problems)
+  assert any("more than once" in p for p in problems)
