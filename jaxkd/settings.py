@@ -182,8 +182,9 @@ class JobSettings:
                      "rounds) or 'unix' (UNIX computation-efficient KD).")
   dataset: str = setting("digits", "digits, mnist, fashion_mnist, cifar10, "
                          "mnist5k, tfds:<name>, or own files: npz:<path.npz>, "
-                         "idx:<dir>, npy:<path> (memory-mapped) or "
-                         "folder:<dir> (image files).")
+                         "idx:<dir>, npy:<path> (memory-mapped), "
+                         "folder:<dir> (image files) or "
+                         "arrayrecord:<path-or-glob>.")
   data_dir: str = setting("", "Folder holding the dataset files (mnist, "
                           "fashion_mnist, cifar10, mnist5k; base folder for "
                           "relative own-file paths).")
@@ -195,6 +196,9 @@ class JobSettings:
                              "folder:); 0 infers max label + 1.")
   data_fit: str = setting("center_crop", "How folder: images of another "
                           "size reach image_shape: center_crop or resize.")
+  data_lazy: bool = setting(
+      False, "tfds: read images on demand through Grain (tfds.data_source) "
+      "instead of loading the splits into memory.")
   data_skip_bad_files: bool = setting(
       False, "folder: leave out (and count) files that are not readable "
       "images instead of refusing the folder.")
@@ -244,9 +248,13 @@ class JobSettings:
     for name in ("image_shape", "num_classes"):
       if not own and getattr(self, name):
         raise JaxkdError(
-            f"config.{name} is for own files (npz:/idx:/npy:/folder:); "
+            f"config.{name} is for own files (npz:/idx:/npy:/folder:/"
+            "arrayrecord:); "
             f"{self.dataset} brings its own {name.replace('_', ' ')}: unset "
             "it.")
+    if self.data_lazy and not self.dataset.startswith("tfds:"):
+      raise JaxkdError(f"config.data_lazy is for tfds: datasets; "
+                       f"{self.dataset} is read as it is: unset it.")
     if self.data_fit not in ("center_crop", "resize"):
       raise JaxkdError(f"config.data_fit must be center_crop or resize, got "
                        f"{self.data_fit!r}.")

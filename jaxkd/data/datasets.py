@@ -178,7 +178,7 @@ def _checked_labels(what: str, y: Any, num_classes: int) -> np.ndarray:
 LoaderFn = Callable[..., Dataset]
 TFDS_PREFIX = "tfds:"
 # Datasets of the user's own files (they take image_shape / num_classes).
-OWN_FILE_PREFIXES = ("npz:", "idx:", "npy:", "folder:")
+OWN_FILE_PREFIXES = ("npz:", "idx:", "npy:", "folder:", "arrayrecord:")
 
 # Loaders by name: fn(data_dir=None, **options) -> Dataset. The file-format
 # modules listed here register theirs when first needed (`register_dataset`).
@@ -211,6 +211,8 @@ PREFIX_LOADERS = {
     "idx": ("jaxkd.data.idx:load_idx_dir", "<dir>"),
     "npy": ("jaxkd.data.on_disk:load_npy", "<path>"),
     "folder": ("jaxkd.data.on_disk:load_folder", "<dir>"),
+    "arrayrecord": ("jaxkd.data.grain_source:load_arrayrecord",
+                    "<path-or-glob>"),
 }
 
 

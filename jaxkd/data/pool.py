@@ -24,7 +24,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
-from jaxkd.data import sources
+from jaxkd.data.sources import concat, is_source, take
 from jaxkd.data.datasets import Dataset
 from jaxkd.validation import JaxkdError
 
@@ -74,7 +74,7 @@ def _image_hashes(images: Any) -> set:
   source streams its own (`ImageSource.item_digests`)."""
   if len(images) == 0:  # an empty split (e.g. initial=0) shares nothing
     return set()
-  if sources.is_source(images):
+  if is_source(images):
     return set(images.item_digests())
   flat = np.ascontiguousarray(images).reshape(len(images), -1)
   return {hashlib.blake2b(row.tobytes(), digest_size=16).digest()
@@ -183,12 +183,12 @@ def make_pools(dataset: Dataset, *, teacher_train: int, initial: int,
         dataset.num_test, size=t, replace=False))
   out = []
   for idx in parts:
-    out += [sources.take(dataset.train_images, idx),
+    out += [take(dataset.train_images, idx),
             dataset.train_labels[idx], idx.astype(np.int64)]
-  out += [sources.take(dataset.test_images, test_idx),
+  out += [take(dataset.test_images, test_idx),
           dataset.test_labels[test_idx], test_idx.astype(np.int64)]
   overlap = split_overlaps(teacher_train=out[0],
-                           pool=sources.concat(out[3], out[6]),
+                           pool=concat(out[3], out[6]),
                            test=out[9])
   check_overlap(overlap, allow_overlap, f"{dataset.name}: ")
   return Pools(*out, overlap=overlap)

@@ -7,6 +7,12 @@ Data prepared in the TFRecord format (the default of `tfds build` and
 automatic fallback) uses `tfds.load(..., batch_size=-1)` + `tfds.as_numpy`,
 which needs TensorFlow installed.
 
+With `lazy=True` the splits stay on disk: the images are
+`jaxkd.data.grain_source.GrainSource`s over the `tfds.data_source` splits,
+read (and decoded by TFDS) batch by batch; opening streams over each split
+once for its labels (int32 [n], in memory), the shape check and the pixel
+digests. Lazy mode needs the `data_source` path (ArrayRecord data).
+
 Tests run `tfds.testing.mock_data`, which fakes `tfds.data_source` without
 TensorFlow.
 """
@@ -19,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from jaxkd.data.datasets import Dataset
+from jaxkd.data.grain_source import GrainSource
 from jaxkd.validation import JaxkdError
 
 
@@ -95,8 +102,8 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, *,
                       image_key: Optional[str] = None,
                       label_key: Optional[str] = None,
                       download: bool = False, method: str = "auto",
-                      builder_kwargs: Optional[Dict[str, Any]] = None
-                      ) -> Dataset:
+                      builder_kwargs: Optional[Dict[str, Any]] = None,
+                      lazy: bool = False) -> Dataset:
   """Loads a TFDS image-classification dataset into a `Dataset`.
 
   Args:
@@ -116,9 +123,14 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, *,
       installed.
     builder_kwargs: passed to the TFDS builder (default for "data_source":
       `{"file_format": "array_record"}`).
+    lazy: keep the images on disk as `GrainSource`s over the
+      `tfds.data_source` splits (read in batches; opening streams over each
+      split once, O(n H W C) time, O(n) memory) instead of float32 arrays
+      (O(n H W C) memory). Needs the "data_source" path.
 
   Returns:
-    A `Dataset` named "tfds:<name>", images float32 in [0, 1] (uint8 / 255).
+    A `Dataset` named "tfds:<name>", images float32 in [0, 1] (uint8 / 255):
+    arrays, or with `lazy` sources that read the same values.
 
   Raises:
     JaxkdError: tensorflow-datasets missing, unknown dataset, data not
@@ -129,6 +141,11 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, *,
         f"method must be 'auto', 'data_source' or 'load', got {method!r}.")
   if not name:
     raise JaxkdError("tfds: dataset name is empty (use e.g. 'tfds:mnist').")
+  if not isinstance(lazy, bool):
+    raise JaxkdError(f"lazy must be True or False, got {lazy!r}.")
+  if lazy and method == "load":
+    raise JaxkdError(f"tfds:{name}: lazy=True reads through tfds.data_source;"
+                     " it cannot be combined with method='load'.")
   tfds = _import_tfds()
   data_dir = os.fspath(data_dir) if data_dir else None
   splits = [train_split, test_split]
@@ -142,7 +159,7 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, *,
       sources = tfds.data_source(name, split=splits, data_dir=data_dir,
                                  download=download, builder_kwargs=kwargs)
     except NotImplementedError as e:  # data prepared as TFRecord.
-      if method == "auto" and _has_tensorflow():
+      if method == "auto" and _has_tensorflow() and not lazy:
         return _load_with_tf(tfds, name, data_dir, splits, image_key,
                              label_key, download, builder_kwargs)
       raise JaxkdError(
@@ -163,6 +180,8 @@ def load_tfds_dataset(name: str, data_dir: Optional[str] = None, *,
 
   info = sources[0].dataset_info
   image_key, label_key = _keys(info, image_key, label_key, name)
+  if lazy:
+    return _lazy_dataset(name, info, sources, splits, image_key, label_key)
   arrays = [_from_data_source(ds, name, split, image_key, label_key)
             for ds, split in zip(sources, splits)]
   return _make_dataset(name, info, arrays, splits, label_key)
@@ -185,6 +204,27 @@ def _load_with_tf(tfds, name, data_dir, splits, image_key, label_key,
     arrays.append((np.asarray(batch[image_key]),
                    np.asarray(batch[label_key])))
   return _make_dataset(name, info, arrays, splits, label_key)
+
+
+def _lazy_dataset(name, info, sources, splits, image_key, label_key
+                  ) -> Dataset:
+  """`GrainSource` splits over `tfds.data_source` (see `lazy`)."""
+  images = []
+  for ds, split in zip(sources, splits):
+    if len(ds) == 0:
+      raise JaxkdError(f"tfds:{name} split {split!r} is empty.")
+    images.append(GrainSource(ds, image_key=image_key, label_key=label_key,
+                              name=f"tfds:{name} {split}"))
+  train, test = images
+  if train.image_shape != test.image_shape:
+    raise JaxkdError(
+        f"tfds:{name}: {splits[0]} images are {train.image_shape} but "
+        f"{splits[1]} images are {test.image_shape} (H, W, C must match).")
+  num_classes, class_names = _label_info(info, label_key,
+                                         [train.labels, test.labels], name)
+  return Dataset(train, train.labels, test, test.labels,
+                 num_classes=num_classes, name=f"tfds:{name}",
+                 class_names=class_names)
 
 
 def _make_dataset(name, info, arrays, splits, label_key) -> Dataset:

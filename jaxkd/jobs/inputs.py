@@ -29,6 +29,8 @@ def load_data(settings: JobSettings) -> data.Dataset:
   }
   if not settings.dataset.startswith(data.OWN_FILE_PREFIXES):
     offered = {"verify_md5": offered["verify_md5"]}
+    if settings.data_lazy:
+      offered["lazy"] = True
   opts = {k: v for k, v in offered.items() if k in accepts}
   return data.load_dataset(settings.dataset,
                            data_dir=settings.data_dir or None, **opts)
