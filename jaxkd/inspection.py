@@ -2,7 +2,7 @@
 
 Small read-only helpers for notebooks and reports. They read a
 `TeacherOracle`'s ledger (`oracle.entries`), never pay, and rebuild the
-queried images with `jaxkd.ledger.entry_image`: pool rows as they are,
+queried images with `TeacherOracle.entry_images`: pool rows as they are,
 mixup rows from their recipe x_ij(lam) = lam x_i + (1 - lam) x_j (Active
 Mixup, Wang et al., CVPR 2020).
 """
@@ -13,7 +13,6 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jaxkd.ledger import entry_image
 from jaxkd.validation import JaxkdError, is_int
 
 
@@ -57,14 +56,14 @@ def paid_in_round(oracle, round: int, kind: Optional[str] = None
     raise JaxkdError(f"kind must be None, 'pool' or 'mixup', got {kind!r}.")
   if not is_int(round) or round < 0:
     raise JaxkdError(f"round must be an int >= 0, got {round!r}.")
-  pool = np.asarray(oracle.pool_images, np.float32)
+  pool = oracle.pool_images
   rows = [e for e in oracle.entries(kind=kind, max_round=round)
           if e["round"] == round and e["kind"] in ("pool", "mixup")]
-  images = [entry_image(pool, e) for e in rows]
+  images = oracle.entry_images(rows)
   idx, pairs, lams = [], [], []
   for e in rows:
     if e["kind"] == "pool":
-      idx.append(e["pool_index"])
+      idx.append(int(oracle.pool_positions([e["key"]])[0]))
       pairs.append((-1, -1))
       lams.append(np.nan)
     else:

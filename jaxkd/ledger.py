@@ -24,7 +24,10 @@ nothing about budgets or teachers. It
     the commit never hides money.
 
 Item recipes (one place, used by the oracle, the loop and the inspection
-helpers): a pool point is keyed `pool_key(i)` = 'p:<i>'; a mixup image
+helpers): a pool point is keyed 'p:<item key>', its position `pool_key(i)`
+= 'p:<i>' in an in-memory pool and the source's stable key in a pool on
+disk ('p:cat/01.png' in a folder; `TeacherOracle.pool_keys`), and training
+reads the item its key names, never the `pool_index` column; a mixup image
 x_ij(lam) = lam x_i + (1 - lam) x_j (Active Mixup, Wang et al., CVPR 2020)
 is keyed `mixup_key(i, j, lam)` on its canonical pair (`canonical_pair`:
 i < j, since x_ji(1 - lam) is the same image) and rebuilt from a row by
@@ -416,6 +419,13 @@ class Ledger:
     if not keys:
       return np.zeros((0, self.num_classes or 0), np.float32)
     return np.stack([self._cache[k] for k in keys])
+
+  def paid_keys(self, prefix: str = "",
+                max_round: Optional[int] = None) -> List[str]:
+    """Paid keys starting with `prefix` (in rounds <= max_round if given),
+    in payment order."""
+    return [k for k, r in self._rounds.items() if k.startswith(prefix)
+            and (max_round is None or r <= max_round)]
 
   def queried_indices(self, max_round: Optional[int] = None) -> np.ndarray:
     """Sorted pool indices paid for (in rounds <= max_round if given)."""

@@ -228,9 +228,53 @@ class TeacherOracle:
       return None
     return self.money_budget - self.money_spent
 
+  # ---------------------------------------------------------- item keys --
+
+  def pool_keys(self, indices: Sequence[int]) -> List[str]:
+    """Ledger keys of pool positions: 'p:<item key>', the item key being the
+    position for an in-memory array and the source's stable key otherwise
+    (a file's path in its folder, a record's index)."""
+    if sources.is_source(self.pool_images):
+      return ["p:" + self.pool_images.item_key(int(i)) for i in indices]
+    return [pool_key(i) for i in indices]
+
+  def pool_positions(self, keys: Sequence[str]) -> np.ndarray:
+    """int64 pool positions of 'p:' ledger keys; a key this pool does not
+    hold is a one-line JaxkdError (the ledger belongs to other data)."""
+    items = [k[2:] for k in keys]
+    if sources.is_source(self.pool_images):
+      pos = self.pool_images.positions(items)
+    else:
+      n = len(self.pool_images)
+      pos = np.asarray([int(k) if k.isdigit() and int(k) < n else -1
+                        for k in items], np.int64)
+    if pos.size and pos.min() < 0:
+      bad = keys[int(np.flatnonzero(pos < 0)[0])]
+      raise JaxkdError(f"ledger {self.ledger_path} holds {bad!r}, which is not "
+                       "an item of this pool; nothing was paid.")
+    return pos
+
   def queried_indices(self, max_round: Optional[int] = None) -> np.ndarray:
-    """Sorted pool indices paid for (in rounds <= max_round if given)."""
-    return self.ledger.queried_indices(max_round)
+    """Sorted pool positions paid for (in rounds <= max_round if given),
+    from the ledger's keys."""
+    keys = self.ledger.paid_keys("p:", max_round)
+    return np.sort(self.pool_positions(keys)) if keys else np.zeros(0, np.int64)
+
+  def entry_images(self, rows: Sequence[dict]) -> List[Optional[np.ndarray]]:
+    """The image each ledger row paid for, rebuilt from its key (a pool
+    row: the item its key names, read in one batch) or its recipe (a mixup
+    row: lam x_i + (1 - lam) x_j); None for a caller-made "image" row."""
+    out: List[Optional[np.ndarray]] = [None] * len(rows)
+    pool = [r for r, e in enumerate(rows) if e["kind"] == "pool"]
+    if pool:
+      pos = self.pool_positions([rows[r]["key"] for r in pool])
+      images = sources.gather(self.pool_images, pos)
+      for r, img in zip(pool, images):
+        out[r] = img
+    for r, e in enumerate(rows):
+      if e["kind"] == "mixup":
+        out[r] = mixup_images(self.pool_images, e["i"], e["j"], e["lam"])
+    return out
 
   def entries(self, kind: Optional[str] = None,
               max_round: Optional[int] = None):
@@ -251,7 +295,7 @@ class TeacherOracle:
       if isinstance(it, (str, np.str_)):
         keys.append(str(it))
       elif isinstance(it, (int, np.integer)) and not isinstance(it, bool):
-        keys.append(pool_key(it))
+        keys.append(self.pool_keys([it])[0])
       else:
         raise JaxkdError(f"paid_answers takes pool indices or ledger keys, "
                          f"got {it!r}.")
@@ -295,8 +339,8 @@ class TeacherOracle:
     if idx.size and (idx.min() < 0 or idx.max() >= n):
       raise JaxkdError(f"indices must lie in [0, {n}), got range "
                        f"[{idx.min()}, {idx.max()}].")
-    keys = [pool_key(i) for i in idx]
-    meta = {pool_key(i): dict(kind="pool", pool_index=int(i)) for i in idx}
+    keys = self.pool_keys(idx)
+    meta = {k: dict(kind="pool", pool_index=int(i)) for k, i in zip(keys, idx)}
     return self._answer(keys, lambda sel: self.pool_images[idx[sel]], meta,
                         round)
 

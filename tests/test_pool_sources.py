@@ -242,3 +242,35 @@ def test_folder_job_with_corrupt_file_and_mixed_sizes(tmp_path):
   res = json.load(open(tmp_path / "w2" / "results.json"))
   recs = res["strategies"]["margin"][0]
   assert [x["queries"] for x in recs] == [40, 50, 60]
+
+
+def test_ledger_keys_are_item_keys_and_images_come_from_them(tmp_path):
+  import sqlite3
+  from jaxkd.teacher import TeacherOracle
+  arrays = _class_folder(str(tmp_path / "d"), n_per_class=5)
+  src = FolderSource(str(tmp_path / "d"))
+  pool = src.take([14, 2, 9, 0, 7])  # positions 0..4 of the oracle's pool
+  w = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+  teacher = lambda x: np.asarray(x).reshape(len(x), -1) @ w
+  path = str(tmp_path / "ledger.sqlite")
+  oracle = TeacherOracle(teacher, pool, budget=5, ledger_path=path)
+  oracle.query(np.array([3, 1]), round=0)
+  oracle.query(np.array([4]), round=1)
+  want = ["p:" + src.files[i] for i in (0, 2, 7)]
+  assert [e["key"] for e in oracle.entries()] == want
+  np.testing.assert_array_equal(oracle.queried_indices(), [1, 3, 4])
+  np.testing.assert_array_equal(oracle.queried_indices(max_round=0), [1, 3])
+  oracle.close()
+  # A damaged pool_index column does not change what training reads.
+  db = sqlite3.connect(path)
+  db.execute("UPDATE answers SET pool_index = 0")
+  db.commit()
+  db.close()
+  oracle = TeacherOracle(teacher, pool, budget=5, ledger_path=path)
+  images = oracle.entry_images(oracle.entries())
+  for img, f in zip(images, [src.files[i] for i in (0, 2, 7)]):
+    np.testing.assert_array_equal(img[..., 0], arrays[f] / np.float32(255))
+  # The same answers are found by position, never paid again.
+  oracle.query(np.array([1, 3, 4]), round=2)
+  assert oracle.spent == 3
+  oracle.close()

@@ -297,6 +297,8 @@ class FolderSource(ImageSource):
   def image_shape(self):
     return self.image_shape_
 
+  positional_keys = False
+
   def item_key(self, i: int) -> str:
     return self.files[int(i)]
 

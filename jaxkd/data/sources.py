@@ -68,9 +68,24 @@ class ImageSource:
   def _read(self, indices: np.ndarray) -> np.ndarray:
     raise NotImplementedError
 
+  positional_keys = True  # item_key(i) == str(i)
+
   def item_key(self, i: int) -> str:
     """Stable key of item i (default: its position)."""
     return str(int(i))
+
+  def positions(self, item_keys: Sequence[str]) -> np.ndarray:
+    """int64 positions of `item_keys` (-1 for a key not in the source);
+    O(len(keys)) after a one-time O(n) index for non-positional keys."""
+    if self.positional_keys:
+      n = len(self)
+      out = np.asarray([int(k) for k in item_keys], np.int64)
+      return np.where((out >= 0) & (out < n), out, -1)
+    index = self.__dict__.get("_key_index")
+    if index is None:
+      index = {self.item_key(i): i for i in range(len(self))}
+      self._key_index = index
+    return np.asarray([index.get(k, -1) for k in item_keys], np.int64)
 
   def update_hash(self, h, batch_size: int = 4096) -> None:
     """Feeds every item's content, in order, to hashlib object `h`
@@ -167,6 +182,20 @@ class SubsetSource(ImageSource):
                        f"{len(base)} items.")
     self.base, self.indices = base, idx
     self.name = base.name
+    self.positional_keys = False
+
+  def positions(self, item_keys: Sequence[str]) -> np.ndarray:
+    if not self.base.positional_keys:
+      return super().positions(item_keys)
+    # Base rows -> positions here, by an inverse of `indices` (O(len(base))
+    # int64 once).
+    inv = self.__dict__.get("_inverse")
+    if inv is None:
+      inv = np.full(len(self.base), -1, np.int64)
+      inv[self.indices] = np.arange(len(self.indices))
+      self._inverse = inv
+    rows = self.base.positions(item_keys)
+    return np.where(rows >= 0, inv[np.maximum(rows, 0)], -1)
 
   def __len__(self) -> int:
     return len(self.indices)

@@ -146,11 +146,12 @@ class MixupQuery(NamedTuple):
 def ledger_training_set(oracle, max_round: int) -> Tuple[np.ndarray,
                                                          np.ndarray]:
   """Images and teacher answers of every ledger row of rounds <= max_round,
-  in payment order: pool rows as they are, mixup rows rebuilt from
-  (i, j, lam). Caller-made "image" rows have no recipe and are skipped."""
+  in payment order: pool rows read from the item their key names, mixup
+  rows rebuilt from (i, j, lam) (`TeacherOracle.entry_images`). Caller-made
+  "image" rows have no recipe and are skipped."""
+  rows = oracle.entries(max_round=max_round)
   images, targets = [], []
-  for e in oracle.entries(max_round=max_round):
-    image = entry_image(oracle.pool_images, e)
+  for e, image in zip(rows, oracle.entry_images(rows)):
     if image is not None:
       images.append(image)
       targets.append(e["probs"])
