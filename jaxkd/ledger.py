@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS answers (
   probs BLOB NOT NULL,         -- float32 [num_classes]
   cost REAL                    -- money paid for it; NULL = unpriced
 );
+CREATE TABLE IF NOT EXISTS committed (  -- what each commit wrote, to prove it
+  request INTEGER PRIMARY KEY, -- the answers' batch
+  rows INTEGER NOT NULL,       -- answers it committed
+  digest TEXT NOT NULL         -- sha256 of their contents (`row_bytes`)
+);
 CREATE TABLE IF NOT EXISTS pending (  -- write-ahead intent of a teacher call
   key TEXT PRIMARY KEY,
   request INTEGER NOT NULL,    -- request number (the answers' batch)
@@ -99,9 +104,12 @@ RECOVERY = ("restore it from a backup, or rerun from round 0 in a new run "
 
 class LedgerFingerprint(NamedTuple):
   """`rows` paid answers whose keys, in payment order, hash to `digest`
-  (sha256 hex over 'key\\n' per row)."""
+  (sha256 hex over 'key\\n' per row), and whose every byte that matters
+  (key, kind, recipe, round, request, answer, cost: `row_bytes`) hashes to
+  `content`."""
   rows: int
   digest: str
+  content: str = ""
 
 
 class PendingRequest(NamedTuple):
@@ -134,6 +142,17 @@ def ledger_error(path: str, what: str) -> JaxkdError:
 
 
 # ------------------------------------------------------------ recipes ---
+
+
+_ROW_COLUMNS = "key, kind, i, j, lam, round, batch, probs, cost"
+
+
+def row_bytes(key, kind, i, j, lam, rnd, batch, probs, cost) -> bytes:
+  """The bytes of one ledger row that a proof covers (not `pool_index`,
+  which training never reads, nor the time it was written)."""
+  head = repr((str(key), str(kind), i, j, lam, int(rnd), int(batch),
+               None if cost is None else float(cost)))
+  return head.encode() + b"|" + bytes(probs) + b"\n"
 
 
 def keys_digest(keys: Iterable[str]) -> str:
@@ -338,9 +357,18 @@ class Ledger:
     self._rounds = {}
     self._keys: List[str] = []  # payment order
     self._hash = hashlib.sha256()  # running digest of self._keys
-    for key, rnd, blob in self._db.execute(
-        "SELECT key, round, probs FROM answers ORDER BY seq"):
+    self._content = hashlib.sha256()  # running digest of every row
+    by_request: Dict[int, Any] = {}
+    for row in self._db.execute(
+        f"SELECT {_ROW_COLUMNS} FROM answers ORDER BY seq"):
+      key, rnd, batch, blob = row[0], row[5], row[6], row[7]
+      data = row_bytes(*row)
+      self._content.update(data)
+      by_request.setdefault(batch, [0, hashlib.sha256()])
+      by_request[batch][0] += 1
+      by_request[batch][1].update(data)
       self._remember(key, rnd, np.frombuffer(blob, np.float32).copy())
+    self._check_commits(by_request)
     if self._cache:
       self.num_classes = len(next(iter(self._cache.values())))
     self._seq = len(self._cache)
@@ -353,6 +381,42 @@ class Ledger:
     self._rounds[key] = int(rnd)
     self._keys.append(key)
     self._hash.update(key.encode() + b"\n")
+
+  def _check_commits(self, by_request):
+    """Every commit's rows must still be there as written: a deleted or
+    changed paid row is refused (it would be paid again, or train on other
+    answers). A ledger from before this record gets it now, once."""
+    have = {r: (n, d) for r, n, d in self._db.execute(
+        "SELECT request, rows, digest FROM committed")}
+    missing = {}
+    for request, (n, h) in by_request.items():
+      if request not in have:
+        missing[request] = (n, h.hexdigest())
+      elif have[request] != (n, h.hexdigest()):
+        want_n = have[request][0]
+        what = (f"holds {n} of the {want_n} answers request {request} paid"
+                if n != want_n else
+                f"holds other contents for the {n} answers request {request} "
+                "paid")
+        raise ledger_error(self.ledger_path,
+                           f"{what} (rows deleted or changed after they were "
+                           "committed); they are not paid again")
+    gone = sorted(set(have) - set(by_request))
+    if gone:
+      raise ledger_error(self.ledger_path,
+                         f"has lost all {have[gone[0]][0]} answers request "
+                         f"{gone[0]} paid (rows deleted after they were "
+                         "committed); they are not paid again")
+    if missing and not have:  # an older ledger: record its commits once
+      with self._db:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT INTO committed VALUES (?, ?, ?)",
+                             [(r, n, d) for r, (n, d) in missing.items()])
+    elif missing:
+      request = min(missing)
+      raise ledger_error(self.ledger_path,
+                         f"holds answers of request {request} that no commit "
+                         "recorded (rows added after the fact)")
 
   def _migrate(self):
     """Adds the columns of `_ADDED_COLUMNS` an older ledger lacks (its rows
@@ -470,11 +534,17 @@ class Ledger:
     rows. The round loop stores it in each checkpoint and a resume checks
     that the ledger still starts with those rows."""
     if rows is None:
-      return LedgerFingerprint(len(self._keys), self._hash.hexdigest())
+      return LedgerFingerprint(len(self._keys), self._hash.hexdigest(),
+                               self._content.hexdigest())
     rows = int(rows)
     if not 0 <= rows <= len(self._keys):
       raise JaxkdError(f"the ledger has {len(self._keys)} rows, not {rows}.")
-    return LedgerFingerprint(rows, keys_digest(self._keys[:rows]))
+    content = hashlib.sha256()
+    for row in self._db.execute(
+        f"SELECT {_ROW_COLUMNS} FROM answers ORDER BY seq LIMIT ?", (rows,)):
+      content.update(row_bytes(*row))
+    return LedgerFingerprint(rows, keys_digest(self._keys[:rows]),
+                             content.hexdigest())
 
   def request_id(self, request: int) -> str:
     """The id a teacher sees for request number `request`: unique across
@@ -581,6 +651,16 @@ class Ledger:
           "batch, created, probs, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
           "?, (SELECT cost FROM pending WHERE request = ? AND key = ?))", rows)
       self._db.execute("DELETE FROM pending WHERE request = ?", (request,))
+      written = self._db.execute(
+          f"SELECT {_ROW_COLUMNS} FROM answers WHERE batch = ? ORDER BY seq",
+          (request,)).fetchall()
+      digest = hashlib.sha256()
+      for row in written:
+        digest.update(row_bytes(*row))
+      self._db.execute("INSERT INTO committed VALUES (?, ?, ?)",
+                       (request, len(written), digest.hexdigest()))
+    for row in written:
+      self._content.update(row_bytes(*row))
     # Only after the commit does anything outside the ledger see the answers.
     for k, p in zip(keys, probs):
       self._remember(k, round, np.asarray(p, np.float32))

@@ -390,10 +390,16 @@ def _check_ledger(oracle: TeacherOracle, meta, ckpt, log, name):
     what = "is empty" if have == 0 else f"has {have} rows"
     raise ledger_error(oracle.ledger_path,
                        f"{what} but {where} recorded {rows} paid answers")
-  if oracle.fingerprint(rows).digest != digest:
+  have_fp = oracle.fingerprint(rows)
+  if have_fp.digest != digest:
     raise ledger_error(oracle.ledger_path,
                        f"differs from the {rows} paid answers {where} "
                        "recorded (other keys or order)")
+  if want.get("content") and have_fp.content != want["content"]:
+    raise ledger_error(oracle.ledger_path,
+                       f"holds other answers, recipes or rounds for the "
+                       f"{rows} paid answers {where} recorded (their keys "
+                       "match)")
 
 
 def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,

@@ -303,7 +303,9 @@ def test_truncated_shorter_or_altered_ledger_is_refused(runs, tmp_path):
   db.execute("DELETE FROM answers WHERE seq >= 4")
   db.commit()
   db.close()
-  _refuses(run_dir, log_path, "has 4 rows but checkpoint round 0")
+  # Each commit's rows are recorded: the deleted ones are refused, not
+  # paid again.
+  _refuses(run_dir, log_path, "holds 1 of the 3 answers request 1 paid")
 
   run_dir, log_path = _copy(killed["train:1"], tmp_path / "altered")
   ledger = os.path.join(run_dir, "ledger.sqlite")
@@ -311,7 +313,36 @@ def test_truncated_shorter_or_altered_ledger_is_refused(runs, tmp_path):
   db.execute("UPDATE answers SET key = 'p:29', pool_index = 29 WHERE seq = 5")
   db.commit()
   db.close()
-  _refuses(run_dir, log_path, "differs from the 6 paid answers")
+  _refuses(run_dir, log_path, "holds other contents for the 3 answers")
+
+  # Every byte that matters: an answer, a round, a cost.
+  for n, sql in enumerate((
+      "UPDATE answers SET probs = zeroblob(length(probs)) WHERE seq = 2",
+      "UPDATE answers SET round = 7 WHERE seq = 1",
+      "UPDATE answers SET cost = 1.5 WHERE seq = 0")):
+    run_dir, log_path = _copy(killed["train:1"], tmp_path / f"bytes{n}")
+    db = sqlite3.connect(os.path.join(run_dir, "ledger.sqlite"))
+    db.execute(sql)
+    db.commit()
+    db.close()
+    _refuses(run_dir, log_path, "holds other contents")
+
+  # With the commit record wiped too (taken for an older ledger), the
+  # checkpoint's fingerprint still proves the rows it saw: keys ...
+  for name, sql, match in (
+      ("keys", "UPDATE answers SET key = 'p:29' WHERE seq = 5",
+       "differs from the 6 paid answers"),
+      ("answers", "UPDATE answers SET probs = zeroblob(length(probs)) "
+       "WHERE seq = 2", "holds other answers, recipes or rounds"),
+      ("shorter", "DELETE FROM answers WHERE seq >= 4",
+       "has 4 rows but checkpoint round 0")):
+    run_dir, log_path = _copy(killed["train:1"], tmp_path / f"wiped_{name}")
+    db = sqlite3.connect(os.path.join(run_dir, "ledger.sqlite"))
+    db.execute(sql)
+    db.execute("DELETE FROM committed")
+    db.commit()
+    db.close()
+    _refuses(run_dir, log_path, match)
 
 
 def test_corrupt_checkpoint_is_one_line(runs, tmp_path):

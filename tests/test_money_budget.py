@@ -254,7 +254,7 @@ def test_old_ledger_migrates_and_keeps_its_fingerprint(tmp_path):
   digest = hashlib.sha256(b"".join(f"p:{i}\n".encode()
                                    for i in indices)).hexdigest()
   oracle = _oracle(tmp_path)
-  assert tuple(oracle.fingerprint()) == (3, digest)
+  assert tuple(oracle.fingerprint())[:2] == (3, digest)
   assert [e["cost"] for e in oracle.entries()] == [None] * 3
   assert oracle.money_spent == 0.0
   oracle.close()
@@ -268,7 +268,7 @@ def test_old_ledger_migrates_and_keeps_its_fingerprint(tmp_path):
   oracle.query(np.array([5, 2, 8, 1]), round=1)
   assert [e["cost"] for e in oracle.entries()] == [None] * 3 + [2.0]
   assert oracle.money_spent == 2.0 and oracle.money_remaining == 8.0
-  assert oracle.fingerprint(3) == (3, digest)
+  assert oracle.fingerprint(3)[:2] == (3, digest)
   oracle.close()
 
 

@@ -340,12 +340,14 @@ def test_fingerprint_is_sha256_of_keys_in_payment_order(tmp_path):
   oracle.query_mixup(np.array([[3, 2]]), np.array([0.25]), round=1)
   order = ["p:5", "p:1", "p:7", "mix:2:3:0.750000"]
   h = hashlib.sha256("".join(k + "\n" for k in order).encode()).hexdigest()
-  assert oracle.fingerprint() == (4, h)
+  assert oracle.fingerprint()[:2] == (4, h)
   h2 = hashlib.sha256(b"p:5\np:1\n").hexdigest()
-  assert oracle.fingerprint(2) == (2, h2)
+  assert oracle.fingerprint(2)[:2] == (2, h2)
   oracle.close()
   again, _, _ = _open(tmp_path, t=t, batch_size=2)  # survives a reopen
-  assert again.fingerprint() == (4, h) and again.fingerprint(2) == (2, h2)
+  assert again.fingerprint()[:2] == (4, h)
+  assert again.fingerprint(2)[:2] == (2, h2)
+  assert again.fingerprint() == oracle.fingerprint()
   with pytest.raises(JaxkdError, match="4 rows, not 5"):
     again.fingerprint(5)
   again.close()
