@@ -145,6 +145,53 @@ def local_teacher(ts: TeacherSettings, dataset, train_images, train_labels,
       record={"dataset": dataset_name}, mesh=mesh, progress=progress)
 
 
+PROBE_IMAGES = 8  # test images whose answers prove a remote teacher on resume
+PROBE_TOLERANCE = 1e-4  # max abs difference of their probabilities
+
+
+def _softmax(logits) -> np.ndarray:
+  z = np.asarray(logits, np.float64)
+  z = np.exp(z - z.max(1, keepdims=True))
+  return z / z.sum(1, keepdims=True)
+
+
+def _check_remote(fn, url, rec, test_images, path) -> None:
+  """The teacher behind `url` must be the one that was measured (and paid
+  the ledgers): it is asked again for the first PROBE_IMAGES test images,
+  under a fresh request id (never replayed from the server's idempotency
+  store), outside the ledgers and the budget; the model id it reports and
+  its answers must match what remote.json recorded, else a one-line
+  refusal before anything is paid. A record without probes (an older run)
+  gets them now. Probes sent are counted in remote.json."""
+  probe = np.asarray(test_images[:PROBE_IMAGES], np.float32)
+  logits = np.asarray(fn(probe, request_id=f"probe-{time.time_ns()}"))
+  have = _softmax(logits)
+  model_id = getattr(fn, "model_id", None)
+  where = f"teacher at {url}"
+  if rec.get("model_id") and model_id and model_id != rec["model_id"]:
+    raise JaxkdError(
+        f"{where} reports model {model_id}, but this run's ledgers were paid "
+        f"by model {rec['model_id']} ({path}); nothing was paid. Point "
+        "teacher.url at the original teacher, or use a new workdir.")
+  want = rec.get("probe_probs")
+  if want is not None:
+    want = np.asarray(want, np.float64)
+    if (have.shape != want.shape
+        or float(np.max(np.abs(have - want))) > PROBE_TOLERANCE):
+      diff = (float(np.max(np.abs(have - want))) if have.shape == want.shape
+              else f"shape {have.shape} vs {want.shape}")
+      raise JaxkdError(
+          f"{where} answers the {len(probe)} probe images differently from "
+          f"when this run started (max difference {diff}; {path}): another "
+          "model is behind the URL; nothing was paid. Point teacher.url at "
+          "the original teacher, or use a new workdir.")
+  rec = dict(rec, probes_sent=int(rec.get("probes_sent", 0)) + len(probe))
+  if want is None:
+    rec["probe_probs"] = have.tolist()
+    rec["model_id"] = rec.get("model_id") or model_id
+  write_json_atomic(path, rec)
+
+
 def remote_teacher(ts: TeacherSettings, test_images, test_labels,
                    workdir: str, num_classes: int, dataset_name: str
                    ) -> Tuple[Callable[..., np.ndarray], float]:
@@ -152,7 +199,10 @@ def remote_teacher(ts: TeacherSettings, test_images, test_labels,
 
   The accuracy (the success-rate denominator) is measured once, by sending
   the test split outside the ledger and the budget, and kept in
-  workdir/teacher/remote.json for resumed runs.
+  workdir/teacher/remote.json for resumed runs, with the model id the
+  server reports and the answers on the first test images: a resume asks
+  for those again and refuses a teacher that answers otherwise
+  (`_check_remote`).
   """
   from jaxkd.http_teacher import http_teacher
   url = ts.url
@@ -162,8 +212,11 @@ def remote_teacher(ts: TeacherSettings, test_images, test_labels,
   path = os.path.join(teacher_dir(workdir), "remote.json")
   if multihost.broadcast_object(os.path.exists(path)):
     with open(path) as f:
-      acc = float(json.load(f)["accuracy"])
-    _log(f"teacher at {url}: test accuracy {acc:.4f} (recorded)")
+      rec = json.load(f)
+    acc = float(rec["accuracy"])
+    _check_remote(fn, url, rec, test_images, path)
+    _log(f"teacher at {url}: test accuracy {acc:.4f} (recorded; "
+         f"{PROBE_IMAGES} probe answers match)")
     return fn, acc
   x, y = test_images, test_labels
   logits = np.concatenate([fn(x[i:i + 256], request_id=f"test-accuracy-{i}")
@@ -174,7 +227,10 @@ def remote_teacher(ts: TeacherSettings, test_images, test_labels,
   acc = float(np.mean(logits.argmax(1) == y))
   write_json_atomic(path, {"url": url, "accuracy": acc,
                            "test_images": len(x),
-                           "model_id": getattr(fn, "model_id", None)})
+                           "model_id": getattr(fn, "model_id", None),
+                           "probe_probs": _softmax(
+                               logits[:PROBE_IMAGES]).tolist(),
+                           "probes_sent": 0})
   _log(f"teacher at {url}: test accuracy {acc:.4f} ({len(x)} test images "
        "sent once, outside the budget)")
   return fn, acc

@@ -59,12 +59,32 @@ def test_job_queries_a_teacher_url_instead_of_training_one(serve, tmp_path):
   keys = _ledger_keys(str(tmp_path / "random" / "seed0" / "ledger.sqlite"))
   assert len(keys) == 20 == out["strategies"]["random"][0][-1]["queries"]
   assert s.stats()["answered_images"] == len(keys) + 100  # + test accuracy
-  # A resumed job reads the recorded accuracy: nothing is sent.
+  # A resumed job reads the recorded accuracy; only the 8 probe images are
+  # sent (unpaid, counted), and they prove the teacher is the same.
   _, acc = teacher_sources.remote_teacher(
       settings.parse(c).teacher, pools.test_images, pools.test_labels,
       str(tmp_path), 10, "digits")
   assert acc == out["teacher_accuracy"]
-  assert s.stats()["answered_images"] == len(keys) + 100
+  assert s.stats()["answered_images"] == len(keys) + 100 + 8
+  import json
+  assert json.load(open(tmp_path / "teacher" / "remote.json"))[
+      "probes_sent"] == 8
+  # Another model behind the same URL is refused in one line, nothing paid.
+  w2 = w.copy()
+  w2[:, 0] += 0.3  # another model: class 0 scored higher
+  port = int(s.url.rsplit(":", 1)[1].strip("/"))
+  s.close()
+  other = make_server(lambda x: np.c_[flat(x), np.ones(len(x))] @ w2,
+                      "127.0.0.1", port).start()
+  try:
+    assert other.url == s.url
+    with _one_line_error("answers the 8 probe images differently"):
+      experiment.train_and_evaluate(c, str(tmp_path))
+    assert other.stats()["answered_images"] == 8
+  finally:
+    other.close()
+  assert len(_ledger_keys(str(tmp_path / "random" / "seed0" /
+                              "ledger.sqlite"))) == 20
   # A teacher with other classes is refused before the budget is touched.
   c.teacher.url = serve(predict=lambda x: predict(x)[:, :3]).url
   with _one_line_error("answers 3 classes, digits has 10; nothing was paid"):
