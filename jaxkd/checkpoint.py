@@ -97,6 +97,19 @@ class Checkpointer:
           f"metadata. To recover, {self._recovery()}.")
     return out["state"], out["meta"]
 
+  def read_meta(self, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """The JSON meta of `step` (default the latest) without the state; None
+    when there is no checkpoint or it cannot be read."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    try:
+      out = self._mngr.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))
+    except Exception:  # pylint: disable=broad-except
+      return None
+    return out["meta"] if isinstance(out["meta"], dict) else None
+
   def _recovery(self) -> str:
     return self.recovery or (
         "delete that step directory: the run resumes from the step before "

@@ -179,6 +179,7 @@ class RoundContext:
   cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
   log: Callable[[str], None] = print
   options: Any = None
+  job_config: Optional[Dict[str, Any]] = None  # kept in every checkpoint
 
   @property
   def input_shape(self):
@@ -222,7 +223,8 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
              teacher_accuracy: float, settings: LoopSettings, workdir: str,
              initial_labels: Optional[np.ndarray] = None,
              name: Optional[str] = None, mesh=None, progress: bool = True,
-             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+             log: Callable[[str], None] = print,
+             config: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
   """Runs (or resumes) one strategy's active distillation; returns records.
 
   Args:
@@ -240,6 +242,8 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
     initial_labels: ground-truth labels of L if known (RAD's mistake rate,
       gap_diversity's baseline student).
     name: label of the records and log lines (default: the strategy name).
+    config: the job's settings as JSON, kept in every checkpoint (the job's
+      changed-config guard reads it when config.json is lost).
 
   Returns:
     One dict per round: round, queries (paid in rounds <= this one),
@@ -273,7 +277,8 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
                      initial_indices=initial_indices,
                      candidate_indices=candidate_indices, settings=settings,
                      initial_labels=initial_labels, mesh=mesh,
-                     progress=progress, log=log, options=options)
+                     progress=progress, log=log, options=options,
+                     job_config=config)
   ctx.extra = strat.init_extra(ctx)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
@@ -426,7 +431,9 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
                                                "extra": ctx.extra}
   ckpt.save(r, jax.device_get(saved),
             {"round": r, "records": records,
-             "ledger": ctx.oracle.fingerprint()._asdict()})
+             "ledger": ctx.oracle.fingerprint()._asdict(),
+             **({} if ctx.job_config is None else
+                {"config": ctx.job_config})})
   write_json_atomic(os.path.join(workdir, "rounds.json"), records)
   log(f"[{name}] round {r}: queries={rec['queries']} "
       f"student={acc:.4f} success={rec['success_rate']:.3f} "

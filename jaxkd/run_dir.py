@@ -101,16 +101,21 @@ def check_resume(settings: Any, workdir: str) -> List[str]:
   path = os.path.join(workdir, CONFIG_JSON)
   new = plain(settings)
   accepted = []
-  if not os.path.exists(path) and has_outputs(workdir) and (
-      not settings.resume_with_changes):
-    raise JaxkdError(
-        f"{workdir} holds a run but its {CONFIG_JSON} is missing, so its "
-        "settings cannot be checked; restore the file, rerun with "
-        "--config.resume_with_changes=True to accept these settings, or use "
-        "a new workdir.")
+  old = None
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+  elif has_outputs(workdir):
+    # The config is part of every checkpoint too: a deleted config.json
+    # does not turn the guard off.
+    old = checkpointed_config(workdir)
+    if old is None and not settings.resume_with_changes:
+      raise JaxkdError(
+          f"{workdir} holds a run but its {CONFIG_JSON} is missing, so its "
+          "settings cannot be checked; restore the file, rerun with "
+          "--config.resume_with_changes=True to accept these settings, or "
+          "use a new workdir.")
+  if old is not None:
     changes = config_changes(old, new, type(settings)())
     if changes:
       if not settings.resume_with_changes:
@@ -124,11 +129,29 @@ def check_resume(settings: Any, workdir: str) -> List[str]:
   return accepted
 
 
+def checkpointed_config(workdir: str) -> Optional[Dict[str, Any]]:
+  """The job config the latest checkpoint of any run in `workdir` recorded
+  (`jaxkd.loop.run_loop(config=)`), or None."""
+  from jaxkd.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  for ledger in run_ledgers(workdir):
+    ckpt_dir = os.path.join(os.path.dirname(ledger), "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+      continue
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+      meta = ckpt.read_meta()
+    finally:
+      ckpt.close()
+    if meta and isinstance(meta.get("config"), dict):
+      return meta["config"]
+  return None
+
+
 def run_ledgers(workdir: str) -> List[str]:
   """The run ledgers (workdir/<name>/seed<s>/ledger.sqlite) of a workdir."""
   if not os.path.isdir(workdir):
     return []
-  return [os.path.join(d, s, "ledger.sqlite")
+  return [os.path.join(workdir, d, s, "ledger.sqlite")
           for d in sorted(os.listdir(workdir))
           if os.path.isdir(os.path.join(workdir, d)) and d != "teacher"
           for s in sorted(os.listdir(os.path.join(workdir, d)))

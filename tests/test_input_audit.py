@@ -261,11 +261,26 @@ def test_two_jobs_started_together_one_runs_one_exits_2(tmp_path):
 
 
 def test_deleted_config_json_does_not_turn_the_guard_off(tmp_path):
+  # The config is in every checkpoint: the guard reads it from there.
   w = str(tmp_path)
   experiment.train_and_evaluate(_tiny(rounds=0), w)
   os.remove(os.path.join(w, "config.json"))
   c = _tiny(rounds=0)
   c.loop.train_steps = 3
+  with pytest.raises(JaxkdError, match=r"another config \(loop.train_steps "
+                     r"2 -> 3\)") as e:
+    experiment.train_and_evaluate(c, w)
+  _one_line(e)
+  # The same config resumes (and config.json is written again).
+  experiment.train_and_evaluate(_tiny(rounds=0), w)
+  assert os.path.isfile(os.path.join(w, "config.json"))
+  # Without any checkpoint that recorded it, the run is refused.
+  os.remove(os.path.join(w, "config.json"))
+  import shutil
+  for d in os.listdir(w):
+    ck = os.path.join(w, d, "seed0", "checkpoints")
+    if os.path.isdir(ck):
+      shutil.rmtree(ck)
   with pytest.raises(JaxkdError, match="config.json is missing") as e:
     experiment.train_and_evaluate(c, w)
   _one_line(e)

@@ -136,6 +136,7 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
             teacher_accuracy=teacher_acc,
             settings=settings.loop_settings(seed, name), workdir=run_path,
             initial_labels=pools.initial_labels, name=name, mesh=mesh,
+            config=run_dir.plain(settings),
             progress=settings.progress, log=_log)
         money.setdefault(name, []).append(oracle.money_spent)
       finally:
