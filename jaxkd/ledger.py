@@ -327,8 +327,13 @@ class Ledger:
       raise ledger_error(self.ledger_path,
                          "is missing or empty but this run has checkpoints: "
                          "it is not taken for a new ledger")
-    os.makedirs(os.path.dirname(self.ledger_path), exist_ok=True)
-    self._lock = _lock_ledger(self.ledger_path)
+    try:
+      os.makedirs(os.path.dirname(self.ledger_path), exist_ok=True)
+      self._lock = _lock_ledger(self.ledger_path)
+    except OSError as e:
+      raise JaxkdError(f"Ledger {self.ledger_path} cannot be created "
+                       f"({e.strerror}: {e.filename}); give a writable "
+                       "folder. Nothing was paid.") from None
     try:
       self._open(must_exist)
     except sqlite3.DatabaseError as e:

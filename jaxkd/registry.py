@@ -41,6 +41,12 @@ def load_import_path(path: str) -> Any:
     obj = importlib.import_module(module)
   except ImportError as e:
     raise JaxkdError(f"Cannot import {module!r} for {path!r}: {e}.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # A plug-in module that fails at import (any error): one line, before
+    # anything is paid.
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    raise JaxkdError(f"Importing {module!r} for {path!r} raised "
+                     f"{type(e).__name__}: {first}.") from None
   for part in attr.split("."):
     if not hasattr(obj, part):
       raise JaxkdError(f"Module {module!r} has no attribute {attr!r}.")

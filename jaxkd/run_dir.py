@@ -176,9 +176,13 @@ def workdir_lock(workdir: str) -> Iterator[None]:
   if jax.distributed.is_initialized() and jax.process_index() != 0:
     yield
     return
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  fh = open(path, "a+")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fh = open(path, "a+")
+  except OSError as e:
+    raise JaxkdError(f"workdir {workdir} cannot be used ({e.strerror}: "
+                     f"{e.filename}); give a writable folder.") from None
   try:
     if fcntl is not None:
       try:

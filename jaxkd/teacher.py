@@ -356,6 +356,9 @@ class TeacherOracle:
     if pairs.ndim != 2 or pairs.shape[1] != 2 or lams.shape != (len(pairs),):
       raise JaxkdError(f"pairs must be [k, 2] and lams [k], got {pairs.shape} "
                        f"and {lams.shape}.")
+    if pairs.size and not np.issubdtype(pairs.dtype, np.integer):
+      raise JaxkdError(f"pairs must be integer pool indices, got dtype "
+                       f"{pairs.dtype}; nothing was queried.")
     if np.any((lams < 0) | (lams > 1)) or not np.all(np.isfinite(lams)):
       raise JaxkdError("mixup lambdas must lie in [0, 1].")
     n = len(self.pool_images)

@@ -431,3 +431,42 @@ def test_a_teacher_with_other_parameters_under_the_same_json_is_refused(
     experiment.train_and_evaluate(c, str(w))
   _one_line(e)
   assert _ledger_rows(ledger) == rows
+
+
+def test_late_library_errors_are_one_line_before_paying(tmp_path):
+  """Cases of the audit that were tracebacks: each is one line now, and
+  nothing is paid or even intended."""
+  from jaxkd.selection import get_strategy
+  from jaxkd.teacher import TeacherOracle
+  pool = np.random.default_rng(0).random((6, 2, 2, 1)).astype(np.float32)
+  calls = []
+  teacher = lambda x: calls.append(len(x)) or np.asarray(x).reshape(
+      len(x), -1)[:, :3]
+  oracle = TeacherOracle(teacher, pool, budget=5,
+                         ledger_path=str(tmp_path / "l.sqlite"))
+  with pytest.raises(JaxkdError, match="pairs must be integer") as e:
+    oracle.query_mixup(np.array([[0.5, 1.2]]), np.array([0.3]))
+  _one_line(e)
+  assert oracle.pending() == [] and calls == [] and oracle.spent == 0
+  oracle.close()
+  (tmp_path / "afile").write_text("")
+  with pytest.raises(JaxkdError, match="cannot be created") as e:
+    TeacherOracle(teacher, pool, budget=5,
+                  ledger_path=str(tmp_path / "afile" / "l.sqlite"))
+  _one_line(e)
+  (tmp_path / "boom_plugin.py").write_text("raise RuntimeError('boom')\n")
+  sys.path.insert(0, str(tmp_path))
+  try:
+    with pytest.raises(JaxkdError, match="raised RuntimeError: boom") as e:
+      get_strategy("boom_plugin:select")
+    _one_line(e)
+  finally:
+    sys.path.remove(str(tmp_path))
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / "f").write_text("")
+  for w in (tmp_path / "f", tmp_path / "f" / "under"):
+    with pytest.raises(JaxkdError, match="cannot be used") as e:
+      experiment.train_and_evaluate(_tiny(rounds=0), str(w))
+    _one_line(e)
