@@ -153,7 +153,14 @@ def _on_sigterm(signum, frame):
 def _run(fv: flags.FlagValues) -> None:
   if "verbosity" not in fv or not fv["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  config = fv.config
+  from jaxkd.validation import JaxkdError
+  try:
+    config = fv.config
+    getattr(config, "keys")  # a file that failed to load raises here
+  except OSError as e:  # config_flags could not load the --config file
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    raise JaxkdError(f"cannot load --config: {lines[-1] if lines else e}"
+                     ) from None
   if fv.list_config:
     from jaxkd import fields, settings
     from jaxkd.selection.registry import options_lines

@@ -89,6 +89,11 @@ CASES = {  # id -> (args, text the one line must contain)
                    "--config.data_verify_md5=True", *SMALL],
                   "does not match the published md5"),
     "no idx files": (["--config.dataset=idx:{empty}"], "IDX files found: none"),
+    "missing config file": (["--config=/no/such/config.py"],
+                            "cannot load --config: [Errno 2]"),
+    "empty image folder": (["--config.dataset=folder:{empty}"],
+                           "no image files found"),
+    "lazy for a built-in": (["--config.data_lazy=True"], "data_lazy is for"),
 }
 
 
