@@ -54,8 +54,18 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
   flags.DEFINE_bool("verbose", False,
                     "Show the traceback of input errors (also "
                     "JAXKD_DEBUG=1).", flag_values=fv)
-  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize().",
-                    flag_values=fv)
+  flags.DEFINE_bool("multihost", False,
+                    "Several processes, one run: call "
+                    "jax.distributed.initialize() first (cluster detected, "
+                    "or the three flags below); process 0 alone pays the "
+                    "teacher.", flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None,
+                      "--multihost: host:port of process 0's coordinator.",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "--multihost: process count.",
+                       flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "--multihost: this process's id.",
+                       flag_values=fv)
 
 
 def _override_error(e: BaseException) -> ValueError:
@@ -173,7 +183,8 @@ def _run(fv: flags.FlagValues) -> None:
     return
   if fv.multihost:  # before anything touches JAX
     from jaxkd import multihost
-    multihost.initialize()
+    multihost.initialize(fv.coordinator_address, fv.num_processes,
+                         fv.process_id)
   from jaxkd import experiment
   if fv.strategy:
     config = config.copy_and_resolve_references()

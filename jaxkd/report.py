@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+import jax
 import numpy as np
 
 from jaxkd import plotting, run_dir
@@ -140,8 +141,9 @@ def write_report(settings: Any, workdir: str, results: Records,
   out.update(extra or {})
   write_json_atomic(os.path.join(workdir, "results.json"), out)
   wrote = "results.json"
-  if all(runs and runs[0] and "queries" in runs[0][0]
-         for runs in results.values()):
+  primary = not (jax.distributed.is_initialized() and jax.process_index())
+  if primary and all(runs and runs[0] and "queries" in runs[0][0]
+                     for runs in results.values()):
     plotting.plot_success_curves(results, os.path.join(workdir, "curve.png"),
                                  title=title)
     wrote += " and curve.png"

@@ -217,7 +217,11 @@ def has_outputs(workdir: str) -> bool:
 
 
 def forget_config(workdir: str) -> None:
-  """Removes workdir/config.json (a run refused before it paid anything)."""
+  """Removes workdir/config.json (a run refused before it paid anything);
+  process 0 alone in a multi-process run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.distributed.is_initialized() and jax.process_index() != 0:
+    return
   try:
     os.remove(os.path.join(workdir, CONFIG_JSON))
   except FileNotFoundError:

@@ -105,3 +105,46 @@ def test_the_check_catches_a_follower_that_pays(tmp_path):
   problems = paid_once_problems(tmp_path, 2)
   assert any("process 1 called the teacher" in p for p in problems)
   assert any("more than once" in p for p in problems)
+
+
+def test_the_cli_job_on_two_processes_writes_one_run(tmp_path):
+  """`python -m jaxkd.main --multihost` on two processes: one teacher, one
+  ledger per strategy (process 0's), results equal to a one-process run."""
+  common = ["--strategy=margin", "--config.rounds=1", "--config.per_round=5",
+            "--config.split.teacher_train=300", "--config.split.initial=20",
+            "--config.split.pool=200", "--config.split.test=200",
+            "--config.teacher.model=mlp", "--config.teacher.epochs=2",
+            "--config.student=mlp", "--config.loop.train_steps=10",
+            "--config.progress=False"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  one = subprocess.run(
+      [sys.executable, "-m", "jaxkd.main", f"--workdir={tmp_path / 'one'}",
+       *common], cwd=ROOT, env=env, capture_output=True, text=True,
+      timeout=TIMEOUT)
+  assert one.returncode == 0, one.stderr[-3000:]
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "jaxkd.main", f"--workdir={tmp_path / 'two'}",
+       "--multihost", f"--coordinator_address=localhost:{port}",
+       "--num_processes=2", f"--process_id={p}", *common],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for p in range(2)]
+  try:
+    logs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    pytest.fail("the two-process job did not finish")
+  assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  a = json.load(open(tmp_path / "one" / "results.json"))
+  b = json.load(open(tmp_path / "two" / "results.json"))
+  assert a["teacher_accuracy"] == b["teacher_accuracy"]
+  acc = lambda r: [(x["queries"], x["student_accuracy"])
+                   for x in r["strategies"]["margin"][0]]
+  assert acc(a) == acc(b)
+  keys = lambda w: [k for (k,) in sqlite3.connect(
+      str(w / "margin" / "seed0" / "ledger.sqlite")).execute(
+          "SELECT key FROM answers ORDER BY seq")]
+  assert keys(tmp_path / "one") == keys(tmp_path / "two")
+  assert len(keys(tmp_path / "two")) == 25
