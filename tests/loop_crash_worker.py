@@ -80,8 +80,11 @@ def settings():
                            batch_size=4, seed=0)
 
 
-def run(run_dir, log_path, *, die_at_call=0, must_exist=None, log=None):
-  """One run (or resume) in `run_dir`; returns the round records."""
+def run(run_dir, log_path, *, die_at_call=0, must_exist=None, log=None,
+        pool_file=None):
+  """One run (or resume) in `run_dir`; returns the round records. With
+  `pool_file`, the oracle reads the same pool from that `.npy` (written
+  once), memory-mapped, as a pool on disk."""
   from jaxkd import loop
   from jaxkd.checkpoint import has_checkpoint
   from jaxkd.models import get_model
@@ -89,8 +92,14 @@ def run(run_dir, log_path, *, die_at_call=0, must_exist=None, log=None):
   pool, w, test_x, test_y = data()
   if must_exist is None:  # as jaxkd.experiment opens a run's ledger
     must_exist = has_checkpoint(os.path.join(run_dir, "checkpoints"))
+  source = pool
+  if pool_file:
+    from jaxkd.data.sources import NpySource
+    if not os.path.exists(pool_file):
+      np.save(pool_file, pool)
+    source = NpySource(pool_file)
   oracle = TeacherOracle(
-      LoggingTeacher(pool, w, log_path, die_at_call), pool,
+      LoggingTeacher(pool, w, log_path, die_at_call), source,
       budget=N_INIT + ROUNDS * PER_ROUND,
       ledger_path=os.path.join(run_dir, "ledger.sqlite"),
       batch_size=ORACLE_BATCH, must_exist=must_exist)
@@ -155,6 +164,7 @@ def main():
   p.add_argument("run_dir")
   p.add_argument("log")
   p.add_argument("--kill", default="")
+  p.add_argument("--pool-file", default="")
   a = p.parse_args()
   import jax
   jax.config.update("jax_default_matmul_precision", "highest")  # as conftest
@@ -163,7 +173,8 @@ def main():
     point, n = a.kill.split(":")
     die_at_call = install_kill(point, int(n))
   records = run(a.run_dir, a.log, die_at_call=die_at_call,
-                log=lambda m: print(m, flush=True))
+                log=lambda m: print(m, flush=True),
+                pool_file=a.pool_file or None)
   print(json.dumps([r["round"] for r in records]), flush=True)
 
 

@@ -359,3 +359,34 @@ def test_corrupt_checkpoint_is_one_line(runs, tmp_path):
   msg = str(e.value)
   assert "\n" not in msg and step in msg and "delete that step" in msg, msg
   assert _log(log_path) == before
+
+
+DISK_KILLS = ("teacher:4", "answer:4", "train:1")
+
+
+@pytest.mark.parametrize("kill", DISK_KILLS)
+def test_a_pool_on_disk_resumes_like_one_in_memory(runs, kill, tmp_path):
+  """The same kills on the same pool read from a memory-mapped .npy: the
+  resumed run ends with the in-memory reference's ledger rows and records,
+  and the teacher's own log shows each image paid once (the answer the
+  kill lost re-sent once, under its request id)."""
+  (ref_records, ref_rows, _), _ = runs
+  pool_file = str(tmp_path / "pool.npy")
+  d = tmp_path / "k"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
+             + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(
+      [sys.executable, WORKER, str(d / "run"), str(d / "teacher.log"),
+       "--kill", kill, "--pool-file", pool_file], capture_output=True,
+      text=True, env=env, timeout=300)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  before = _log(str(d / "teacher.log"))
+  records = worker.run(str(d / "run"), str(d / "teacher.log"),
+                       pool_file=pool_file)
+  assert _strip(records) == _strip(ref_records)
+  assert _rows(str(d / "run" / "ledger.sqlite")) == ref_rows
+  counts = collections.Counter(
+      i for _, idx in _log(str(d / "teacher.log")) for i in idx)
+  assert len(counts) == len(ref_rows)
+  lost = before[-1][1] if kill == "answer:4" else []
+  assert sorted(i for i, c in counts.items() if c > 1) == sorted(lost)
