@@ -329,6 +329,9 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
 def _check_query_size(name, query, k):
   """A strategy's query must hold exactly `per_round` items: fewer or more
   would be paid as is and shift every later round."""
+  if query is None or getattr(query, "indices", 0) is None:
+    raise JaxkdError(f"strategy {name!r} returned None instead of {k} "
+                     "indices; nothing of this round was paid.")
   size = getattr(query, "size", k)
   if size != k:
     raise JaxkdError(

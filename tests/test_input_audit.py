@@ -402,6 +402,25 @@ def test_plugin_returning_other_than_per_round_pays_nothing_of_it(
   assert _ledger_rows(tmp_path / "ledger.sqlite") == 5  # round 0 only
 
 
+@pytest.mark.parametrize("returns,match", [
+    ("none", "returned None instead of 3 indices"),
+    ("floats", "non-integer indices"),
+    ("repeated", "repeated, out-of-range or already queried")])
+def test_plugin_returning_bad_indices_pays_nothing_of_it(tmp_path, returns,
+                                                         match):
+  from jaxkd import loop
+  from jaxkd.selection import register_strategy
+  out = {"none": lambda k: None, "floats": lambda k: np.arange(k) + 0.5,
+         "repeated": lambda k: np.zeros(k, np.int64)}[returns]
+  register_strategy(f"audit_bad_{returns}",
+                    lambda key, inputs, k: out(k))
+  s = loop.LoopSettings(rounds=2, per_round=3, train_steps=1, batch_size=4)
+  with pytest.raises(JaxkdError, match=match) as e:
+    _loop_run(tmp_path, s, f"audit_bad_{returns}")
+  _one_line(e)
+  assert _ledger_rows(tmp_path / "ledger.sqlite") == 5  # round 0 only
+
+
 def test_a_teacher_with_other_parameters_under_the_same_json_is_refused(
     tmp_path):
   """The ledger records the hash of the teacher that paid it; a resume

@@ -108,8 +108,8 @@ class PoolQuery(NamedTuple):
 
   @property
   def size(self) -> int:
-    """How many points this query pays for."""
-    return int(np.size(self.indices))
+    """How many points this query pays for (0 for None)."""
+    return 0 if self.indices is None else int(np.size(self.indices))
 
   def pay(self, ctx, round: int) -> int:
     local = np.asarray(self.indices).reshape(-1)
@@ -382,7 +382,8 @@ class FunctionStrategy(Strategy):
 
   def select(self, key, ctx, inputs, k, **options):
     del ctx
-    return PoolQuery(np.asarray(self.fn(key, inputs, k, **options)))
+    out = self.fn(key, inputs, k, **options)
+    return PoolQuery(None if out is None else np.asarray(out))
 
 
 def _check_needs(name, needs):
