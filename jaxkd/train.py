@@ -13,9 +13,11 @@ progress with tqdm.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -230,7 +232,8 @@ def predict(model: nn.Module, variables, images: np.ndarray, *,
   for chunk in sources.iter_batches(images, batch_size):
     n = len(chunk)
     x, _ = parallel.shard_batch(mesh, chunk)
-    res = fn(variables, x)
+    with _shape_errors(images):
+      res = fn(variables, x)
     outs.append(jax.tree.map(lambda a: np.asarray(a)[:n], res))
   if not outs:
     raise JaxkdError("predict needs at least one image.")
@@ -419,7 +422,11 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
     idx = next(stream)
     rows = tuple(None if a is None else a[idx]
                  for a in (images, targets, labels))
-    state, metrics = step_fn(state, rows, t)
+    if t == 0:
+      with _shape_errors(images):
+        state, metrics = step_fn(state, rows, t)
+    else:
+      state, metrics = step_fn(state, rows, t)
     epoch_losses.append(metrics["loss"])
     bar.update(1)
     if (t + 1) % steps_per_epoch == 0 or t == total - 1:
@@ -428,6 +435,18 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
       bar.set_postfix(loss=f"{history[-1]:.4f}")
   bar.close()
   return state, history
+
+
+@contextlib.contextmanager
+def _shape_errors(images):
+  """Flax's parameter-shape error (images of another shape than the model
+  was built for) as one line."""
+  try:
+    yield
+  except flax.errors.ScopeParamShapeError as e:
+    first = str(e).split(" (https")[0]
+    raise JaxkdError(f"images of shape {tuple(images.shape[1:])} do not fit "
+                     f"the model's parameters ({first}).") from None
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:

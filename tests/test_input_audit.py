@@ -489,3 +489,21 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path):
     with pytest.raises(JaxkdError, match="cannot be used") as e:
       experiment.train_and_evaluate(_tiny(rounds=0), str(w))
     _one_line(e)
+
+
+def test_images_of_another_shape_than_the_model_are_one_line():
+  import jax
+  from jaxkd import loop, train
+  from jaxkd.models import get_model
+  m = get_model("mlp", 10)
+  state = train.create_train_state(m, jax.random.key(0), (8, 8, 1),
+                                   train.student_optimizer(loop.LoopSettings()))
+  x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+  with pytest.raises(JaxkdError, match=r"shape \(28, 28, 1\) do not fit") as e:
+    train.fit(m, state, x, np.eye(10, dtype=np.float32)[:4], None, steps=1,
+              batch_size=2, seed=0,
+              loss_fn=train.make_loss_fn("kd", temperature=4.0))
+  _one_line(e)
+  with pytest.raises(JaxkdError, match="do not fit") as e:
+    train.predict(m, state.variables, x)
+  _one_line(e)
