@@ -15,6 +15,8 @@ from jaxkd import parallel
 from jaxkd.selection import SelectionInputs, get_strategy
 from jaxkd.selection.admm import (AdmmState, admm_objective, admm_select,
                                   admm_solve)
+from jaxkd.selection.baselines import random_subset
+from jaxkd.selection.registry import parse_options
 from jaxkd.validation import JaxkdError
 
 
@@ -282,6 +284,38 @@ def test_strategy_uses_available_rows_only():
     np.testing.assert_array_equal(got, want)
   with pytest.raises(JaxkdError):
     strat.fn(jax.random.key(0), inputs, int(available.sum()) + 1)
+
+
+def test_strategy_max_rows_solves_on_a_random_subset():
+  """Above `max_rows` unqueried points the problem is that of a uniform
+  random subset (`random_subset` of the key), picks among its rows; at or
+  above the count, the whole pool as before (the key unused)."""
+  rng = np.random.default_rng(6)
+  n = 40
+  emb = _features(n, 4, seed=6).astype(np.float32)
+  probs = rng.dirichlet(np.ones(3), size=n).astype(np.float32)
+  available = rng.random(n) < 0.8
+  inputs = SelectionInputs(available=available, probs=probs, embeddings=emb)
+  strat = get_strategy("admm")
+  opts = dict(max_iter=30, use_entropy=False)
+  whole = np.asarray(strat.fn(jax.random.key(0), inputs, 4, max_rows=None,
+                              **opts))
+  for max_rows in (int(available.sum()), 10 * n):
+    np.testing.assert_array_equal(
+        strat.fn(jax.random.key(1), inputs, 4, max_rows=max_rows, **opts),
+        whole)
+  key = jax.random.key(2)
+  rows = random_subset(key, available, 12)
+  assert len(rows) == 12 and available[rows].all()
+  got = np.asarray(strat.fn(key, inputs, 4, max_rows=12, **opts))
+  want = rows[np.asarray(admm_select(emb[rows], 4, max_iter=30,
+                                     normalize=True, adaptive=True))]
+  np.testing.assert_array_equal(got, want)
+  # k above max_rows: the subset holds k rows, every one picked.
+  got = np.asarray(strat.fn(key, inputs, 12, max_rows=3, **opts))
+  assert sorted(got.tolist()) == rows.tolist()
+  with pytest.raises(JaxkdError, match="max_rows"):
+    parse_options(strat, {"max_rows": 0})
 
 
 # -------------------------------------------------------- sharding, vmap ---

@@ -263,3 +263,39 @@ def test_unknown_strategy_raises():
     get_strategy("no_such_strategy")
   assert {"random", "entropy", "margin", "least_confidence",
           "coreset"} <= set(strategy_names())
+
+
+def test_probs_check_in_row_blocks_equals_the_whole_array(monkeypatch):
+  """check_probs reads float64 blocks of rows: the same verdict and
+  message as one float64 copy, a bad row in any block found."""
+  rng = np.random.default_rng(9)
+  p = rng.dirichlet(np.ones(4), size=10).astype(np.float32)
+  monkeypatch.setattr(baselines, "_CHECK_ROWS", 3)
+  baselines.check_probs("probs", p)
+  for row, value in ((9, 1.5), (4, -0.2)):
+    bad = p.copy()
+    bad[row, 0] = value
+    with pytest.raises(JaxkdError) as blocked:
+      baselines.check_probs("probs", bad)
+    monkeypatch.setattr(baselines, "_CHECK_ROWS", 1 << 16)
+    with pytest.raises(JaxkdError) as whole:
+      baselines.check_probs("probs", bad)
+    monkeypatch.setattr(baselines, "_CHECK_ROWS", 3)
+    assert str(blocked.value) == str(whole.value)
+    assert "must hold probabilities" in str(blocked.value)
+
+
+def test_random_subset_is_uniform_over_the_mask():
+  mask = np.arange(50) % 3 != 0
+  key = jax.random.key(0)
+  sub = baselines.random_subset(key, mask, 10)
+  assert len(sub) == 10 and np.all(np.diff(sub) > 0) and mask[sub].all()
+  np.testing.assert_array_equal(sub, baselines.random_subset(key, mask, 10))
+  assert baselines.random_subset(key, mask, 40).tolist() == \
+      np.flatnonzero(mask).tolist()
+  # Uniform: every masked position is drawn about equally often.
+  counts = np.zeros(50)
+  for i in range(300):
+    counts[baselines.random_subset(jax.random.key(i), mask, 10)] += 1
+  assert counts[~mask].sum() == 0
+  assert counts[mask].min() > 0.5 * 300 * 10 / mask.sum()

@@ -16,6 +16,7 @@ from jaxkd import loop, parallel
 from jaxkd.models import get_model
 from jaxkd.selection import discriminative as dal
 from jaxkd.selection import get_strategy
+from jaxkd.selection.baselines import random_subset
 from jaxkd.selection.registry import parse_options
 from jaxkd.teacher import TeacherOracle
 from jaxkd.validation import JaxkdError
@@ -99,6 +100,85 @@ def test_default_mlp_discriminator_and_unlabelled_subsets():
     dal.discriminative_select(jax.random.key(1), lab[:0], feat, avail, 2)
 
 
+def test_gathered_fit_of_a_large_pool_equals_the_masked_one(monkeypatch):
+  """Above `_GATHER_ROWS` rows the fit and the scores run on the gathered
+  (padded) rows of each sub-batch: the same picks as brute force, with
+  every available row or a ratio-sized random subset."""
+  lab, feat, avail = _toy(seed=1)
+  masked = dal.discriminative_select(jax.random.key(0), lab, feat, avail, 7,
+                                     sub_batches=3,
+                                     **dict(LOGISTIC, unlabelled_ratio=1.0))
+  monkeypatch.setattr(dal, "_GATHER_ROWS", 0)
+  got = dal.discriminative_select(jax.random.key(0), lab, feat, avail, 7,
+                                  sub_batches=3, **LOGISTIC)
+  assert got.tolist() == _sklearn_picks(lab, feat, avail, [3, 2, 2])
+  got = dal.discriminative_select(jax.random.key(0), lab, feat, avail, 7,
+                                  sub_batches=3,
+                                  **dict(LOGISTIC, unlabelled_ratio=1.0))
+  assert got.tolist() == masked.tolist()
+
+
+def test_one_forward_fit_takes_the_same_steps():
+  """Adam's stopping accuracy read off each step's own forward pass: the
+  same number of steps and, up to float rounding, the same parameters."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(120, 8)).astype(np.float32)
+  x[:20] += 1.5
+  unl, lab = np.arange(120) >= 20, np.arange(120) < 20
+  for stop in (0.9, None):
+    kw = dict(hidden=(16,), steps=60, learning_rate=1e-2, stop_accuracy=stop)
+    a, ia = dal.discriminator_fit(jax.random.key(0), x, unl, lab, **kw)
+    b, ib = dal.discriminator_fit(jax.random.key(0), x, unl, lab,
+                                  one_forward=True, **kw)
+    assert ia == ib and (ia < 60) == (stop is not None)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+def test_max_train_subsamples_both_sides_in_proportion(monkeypatch):
+  assert dal._capped_sizes(100, 1000, 5, 110) == (10, 100)
+  assert dal._capped_sizes(100, 1000, 105, 110) == (10, 105)  # >= sub-batch
+  assert dal._capped_sizes(3, 4, 1, 10) == (3, 4)              # under the cap
+  assert dal._capped_sizes(3, 4, 1, None) == (3, 4)
+  lab, feat, avail = _toy(seed=2)
+  opts = dict(LOGISTIC, unlabelled_ratio=2.0)
+  key = jax.random.key(4)
+  # Under the cap: the uncapped picks.
+  assert (dal.discriminative_select(key, lab, feat, avail, 6, max_train=100,
+                                    **opts).tolist()
+          == dal.discriminative_select(key, lab, feat, avail, 6,
+                                       max_train=None, **opts).tolist())
+  fits = []
+  real = dal.discriminator_fit
+
+  def spy(k, x, unl, labelled, **kw):
+    fits.append((int(np.sum(labelled)), int(np.sum(unl))))
+    return real(k, x, unl, labelled, **kw)
+
+  monkeypatch.setattr(dal, "discriminator_fit", spy)
+  # One fit of 11 labelled vs 22 unlabelled, capped at 12 rows: 4 vs 8.
+  got = dal.discriminative_select(key, lab, feat, avail, 3, sub_batches=1,
+                                  max_train=12, **opts)
+  assert fits == [(4, 8)]
+  # Brute force on the same rows: the first 8 of the uniform order of the
+  # available points, 4 of the 11 labelled by `random_subset`.
+  k_sub, _ = jax.random.split(jax.random.fold_in(key, 0))
+  u = np.where(avail, np.asarray(jax.random.uniform(k_sub, (len(feat),))),
+               np.inf)
+  sample = np.sort(np.argsort(u, kind="stable")[:8])
+  is_lab = np.r_[np.ones(len(lab), bool), ~avail]
+  rows = random_subset(jax.random.fold_in(k_sub, 1), is_lab, 4)
+  x_all = np.concatenate([lab, feat]).astype(np.float64)
+  x = np.concatenate([x_all[rows], feat[sample]])
+  y = np.r_[np.zeros(4), np.ones(8)].astype(int)
+  clf = LogisticRegression(C=1 / (L2 * len(x)), class_weight="balanced",
+                           tol=1e-12, max_iter=100000).fit(x, y)
+  s = clf.decision_function(feat[sample].astype(np.float64))
+  assert got.tolist() == sample[np.argsort(-s, kind="stable")[:3]].tolist()
+  with pytest.raises(JaxkdError, match="max_train"):
+    parse_options(get_strategy("discriminative"), {"max_train": 1})
+
+
 def test_run_loop_labels_initial_and_paid_points(tmp_path, monkeypatch):
   rng = np.random.default_rng(0)
   pool = rng.random((40, 4, 4, 1)).astype(np.float32)
@@ -136,7 +216,7 @@ def test_run_loop_labels_initial_and_paid_points(tmp_path, monkeypatch):
   # The run's options, whole: the given one and every other at its default.
   assert seen[0][2] == dict(sub_batches=2, unlabelled_ratio=10.0, hidden=None,
                             solver="adam", steps=500, learning_rate=3e-4,
-                            l2=0.0, stop_accuracy=0.98)
+                            l2=0.0, stop_accuracy=0.98, max_train=8192)
 
 
 def test_bad_options_fail_before_anything_is_paid(tmp_path):

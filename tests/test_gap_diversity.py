@@ -6,6 +6,7 @@ import pytest
 
 from jaxkd.selection import SelectionInputs, get_strategy
 from jaxkd.selection import gap_diversity as gd
+from jaxkd.selection.registry import parse_options
 from jaxkd.validation import JaxkdError
 
 N, C, D, K = 24, 3, 4, 3
@@ -158,3 +159,81 @@ def test_bad_inputs():
   for fn in bad:
     with pytest.raises(JaxkdError):
       fn()
+
+
+# ------------------------------------------------------------------ scale ---
+
+
+def test_tiled_knn_matches_brute_force_with_ties():
+  """The [block, chunk] tiles with group minima give the exact kNN, ties
+  (duplicate points) to the lowest index, for blocks, chunks and groups
+  that do not divide n, k above the groups per chunk, and the defaults."""
+  rng = np.random.default_rng(6)
+  cases = [(300, 4, 5, (32, 64, 8)), (300, 4, 5, (7, 48, 16)),
+           (257, 3, 40, (32, 64, 8)), (301, 6, 3, (512, 8192, 64))]
+  for n, d, k, (block, chunk, group) in cases:
+    emb = rng.normal(size=(n, d)).astype(np.float32)
+    emb[[10, 200]] = emb[3]                       # exact ties
+    emb[150] = emb[77]
+    got = np.asarray(gd._knn_tiled(emb, k, block=block, chunk=chunk,
+                                   group=group))
+    np.testing.assert_array_equal(got, np_knn(emb, k),
+                                  err_msg=f"{n} {block} {chunk}")
+
+
+def test_knn_above_the_single_pass_size_is_tiled_and_equal():
+  """Past `_SMALL_KNN` points knn_indices takes the tiled form: the same
+  neighbours as the single-pass form; a float64 NumPy check on some rows."""
+  rng = np.random.default_rng(7)
+  n = gd._SMALL_KNN + 300
+  emb = rng.normal(size=(n, 5)).astype(np.float32)
+  got = np.asarray(gd.knn_indices(emb, 4))
+  np.testing.assert_array_equal(got, np.asarray(gd._knn(emb, 4)))
+  rows = rng.choice(n, 20, replace=False)
+  e = emb.astype(np.float64)
+  d = ((e[rows, None] - e[None]) ** 2).sum(-1)
+  d[np.arange(20), rows] = np.inf
+  np.testing.assert_array_equal(got[rows],
+                                np.argsort(d, 1, kind="stable")[:, :4])
+
+
+def test_max_pool_selects_on_a_stratified_subset():
+  rng = np.random.default_rng(8)
+  n, k = 60, 5
+  emb, uncr = _emb(rng, n), rng.random(n).astype(np.float32)
+  avail = rng.random(n) < 0.8
+  key = jax.random.key(3)
+  full = np.asarray(gd.gap_diversity_select(uncr, emb, avail, k,
+                                            num_neighbors=K))
+  # At or above the pool size: the whole pool, no key used.
+  for max_pool in (n, 10 * n):
+    np.testing.assert_array_equal(gd.gap_diversity_select(
+        uncr, emb, avail, k, num_neighbors=K, max_pool=max_pool), full)
+  # Below: the greedy of the subset (its own kNN graph and V), mapped back.
+  sub = gd.pool_subset(key, avail, k, 30)
+  assert len(sub) == 30 and np.all(np.diff(sub) > 0)
+  assert (~avail[sub]).sum() == round(30 * (~avail).sum() / n)
+  got = np.asarray(gd.gap_diversity_select(uncr, emb, avail, k,
+                                           num_neighbors=K, max_pool=30,
+                                           key=key))
+  local = np_greedy(uncr[sub], emb[sub], avail[sub], k, K, 1.0)
+  assert got.tolist() == sub[local].tolist()
+  assert avail[got].all() and len(set(got.tolist())) == k
+  # At least k available points, however few the subset would take.
+  assert avail[gd.pool_subset(key, avail, 20, 12)].sum() == 20
+  # The strategy passes its key and option.
+  inputs = SelectionInputs(available=avail, probs=_probs(rng, n),
+                           teacher_probs=_probs(rng, n),
+                           baseline_probs=_probs(rng, n), embeddings=emb)
+  u = gd.uncertainty_score(inputs.baseline_probs, inputs.probs,
+                           inputs.teacher_probs)
+  np.testing.assert_array_equal(
+      get_strategy("gap_diversity").fn(key, inputs, k, num_neighbors=K,
+                                       max_pool=30),
+      gd.gap_diversity_select(u, emb, avail, k, num_neighbors=K,
+                              max_pool=30, key=key))
+  with pytest.raises(JaxkdError, match="max_pool"):
+    gd.gap_diversity_select(uncr, emb, avail, k, num_neighbors=K,
+                            max_pool=K)
+  with pytest.raises(JaxkdError, match="max_pool"):
+    parse_options(get_strategy("gap_diversity"), {"max_pool": 0})

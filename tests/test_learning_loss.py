@@ -173,6 +173,40 @@ def test_selection_is_top_k_predicted_loss_among_available():
     parse_options(get_strategy("learning_loss"), {"nope": 1})
 
 
+def test_select_scores_only_the_drawn_subset(monkeypatch):
+  """Above `subset` available candidates only the drawn ones go through
+  the student and module: the picks of `learning_loss_select` on every
+  candidate's score, with `subset` forwards instead of n."""
+  import types
+  rng = np.random.default_rng(4)
+  n = 60
+  images = rng.random((n, 2, 2, 1)).astype(np.float32)
+  avail = rng.random(n) < 0.8
+  seen = []
+
+  def fake_loss(model, module, variables, lparams, imgs, **kw):
+    seen.append(len(imgs))
+    return np.asarray(imgs).reshape(len(imgs), -1).sum(1)
+
+  monkeypatch.setattr(ll, "predicted_loss", fake_loss)
+  ctx = types.SimpleNamespace(student=None, state=types.SimpleNamespace(
+      variables=None), extra={"params": None}, candidate_images=images,
+                              mesh=None)
+  inputs = types.SimpleNamespace(available=avail)
+  strat = get_strategy("learning_loss")
+  all_scores = images.reshape(n, -1).sum(1)
+  key = jax.random.key(5)
+  for subset, forwards in ((10, 10), (n, n)):
+    seen.clear()
+    got = strat.select(key, ctx, inputs, 4, subset=subset).indices
+    assert seen == [forwards]
+    assert got.tolist() == ll.learning_loss_select(
+        key, all_scores, avail, 4, subset=subset).tolist()
+  keep = ll.candidate_subset(key, avail, 4, 10)
+  assert keep.sum() == 10 and avail[keep].all()
+  assert ll.candidate_subset(key, avail, 12, 10).sum() == 12   # >= k
+
+
 def test_run_loop_pays_each_round_once_and_resumes_the_module(tmp_path):
   rng = np.random.default_rng(0)
   pool = rng.random((40, 4, 4, 1)).astype(np.float32)

@@ -22,13 +22,14 @@ from jaxkd.validation import JaxkdError
 # Built-in strategies and the options each declares (the rest take none).
 WITH_OPTIONS = {
     "admm": {"alpha", "theta", "max_iter", "tol", "beta", "features",
-             "normalize", "adaptive", "use_entropy"},
-    "gap_diversity": {"num_neighbors", "beta", "distance", "eps"},
+             "normalize", "adaptive", "use_entropy", "max_rows"},
+    "gap_diversity": {"num_neighbors", "beta", "distance", "eps", "max_pool"},
     "rad": {"num_mistakes", "gain"},
     "learning_loss": {"width", "margin", "weight", "detach_fraction",
                       "subset", "use_embedding"},
     "discriminative": {"sub_batches", "unlabelled_ratio", "hidden", "solver",
-                       "steps", "learning_rate", "l2", "stop_accuracy"},
+                       "steps", "learning_rate", "l2", "stop_accuracy",
+                       "max_train"},
     "active_mixup": {"lambdas", "scan_batch_size", "use_fast_path"},
     "vanilla_mixup": {"lambdas", "scan_batch_size", "use_fast_path"},
     "random_mixup": {"lambdas"},

@@ -90,10 +90,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxkd import parallel
 from jaxkd.fields import setting
 from jaxkd.selection.baselines import entropy as _entropy
+from jaxkd.selection.baselines import random_subset
 from jaxkd.selection.registry import (SelectionInputs, parse_options,
                                       register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_finite,
-                              check_k, check_positive, check_rank, is_concrete)
+                              check_k, check_positive, check_rank, is_concrete,
+                              is_int)
 
 _HI = lax.Precision.HIGHEST
 # Residual balancing (Boyd Sec. 3.4.1): change theta by `_TAU` when one
@@ -579,9 +581,8 @@ def admm_select(features: Any, k: int, *, alpha: float = 1e-6,
   Args:
     features: [n, d] pool features (rows are samples).
     k: number of points, 1 <= k <= n.
-    alpha, theta, max_iter, tol, atol, normalize, adaptive, relax, mesh,
-      dtype: as
-      in `admm_solve`.
+    alpha, theta, max_iter, tol, atol, normalize, adaptive, relax, mesh, dtype:
+      as in `admm_solve`.
     entropy: optional [n] student prediction entropy (paper Eq. 20).
     beta: weight of the reconstruction score in the blend, in [0, 1].
 
@@ -640,6 +641,10 @@ class AdmmOptions:
   use_entropy: bool = setting(True, "Blend the reconstruction score with the "
                               "student's predictive entropy (False: pure "
                               "reconstruction).")
+  max_rows: Optional[int] = setting(
+      100_000, "Above this many unqueried points, reconstruct a uniform "
+      "random subset of this many (at least k) and pick among them; None: "
+      "all of them (each iteration is O(n d r)).")
 
   def validate(self) -> "AdmmOptions":
     if self.features not in ("embeddings", "pixels"):
@@ -647,6 +652,10 @@ class AdmmOptions:
                        f"{self.features!r}.")
     _check_hyperparameters(self.alpha, self.theta, self.max_iter, self.tol)
     _check_beta(self.beta)
+    if self.max_rows is not None and (not is_int(self.max_rows)
+                                      or self.max_rows < 1):
+      raise JaxkdError(f"max_rows must be None or an int >= 1, got "
+                       f"{self.max_rows!r}.")
     return self
 
 
@@ -659,10 +668,20 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int,
   (`features="pixels"`), blended with the student's predictive entropy
   (paper Eq. 20, weight `beta`; `use_entropy=False` or beta = 1 for the pure
   reconstruction score), and maps the picks back to pool indices.
-  `key` is unused (the selection is deterministic).
+
+  Scale: with more than `max_rows` unqueried points (default 100,000) the
+  problem is solved on the rows of `baselines.random_subset(key,
+  available, max(max_rows, k))` alone and the picks are among them: an
+  approximation (the reconstruction problem of a uniform sample of the
+  pool, 20 times the paper's pool of 5,000 at the default) that bounds the
+  cost at O(s d^2) for the SVD plus O(s d r) per iteration (at most
+  `max_iter`) and O(s d) memory, s = min(n, max_rows); at or below
+  `max_rows` it is the whole pool, as before. Only the subset's rows (and
+  probabilities) are copied.
 
   Args:
-    key: unused.
+    key: PRNG key of the subset (unused at or below `max_rows`: the
+      selection is deterministic).
     inputs: the round's SelectionInputs (available, embeddings or pixels,
       probs).
     k: number of points.
@@ -671,7 +690,6 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int,
   Returns:
     int32 [k] distinct pool indices with `inputs.available` True.
   """
-  del key
   o = parse_options(AdmmOptions, options, name="admm")
   x = getattr(inputs, o.features)
   if x is None:
@@ -685,6 +703,8 @@ def admm_strategy(key: jax.Array, inputs: SelectionInputs, k: int,
                      f"available has {available.shape[0]}.")
   rows = np.flatnonzero(available)
   k = check_k(k, len(rows), "unqueried pool points")
+  if o.max_rows is not None and len(rows) > o.max_rows:
+    rows = random_subset(key, available, max(o.max_rows, k))
   ent = None
   if o.use_entropy and o.beta < 1.0:
     if inputs.probs is None:

@@ -27,6 +27,22 @@ C = 1 / (l2 n) and class_weight="balanced").
 Labelled points are every pool point paid in earlier rounds: the initial
 set L (embedded with the current student) and the candidates no longer
 available.
+
+Scale. A fit costs O(steps x rows x width^2) for rows = labelled +
+unlabelled subset, whatever the pool size n; the rest of a sub-batch is
+O(n log n) (the subset's random order). On pools of more than 8,192
+points (labelled + candidates) the fit and the scoring run on those rows
+alone (gathered, padded to a multiple of 2,048 rows with rows of neither
+class, which the masked objective and accuracy ignore): the same
+objective as the masked full-pool form kept for smaller pools, so no
+[n, width] activations per step, and the stopping accuracy is read off
+each Adam step's own forward pass (`discriminator_fit(one_forward=True)`).
+`max_train` (default 8,192) caps the rows of each fit: above it both sides
+are subsampled uniformly in proportion (labelled max(1, floor(cap x L /
+(L + U))), unlabelled the rest, at least the sub-batch), an approximation
+that bounds a query's cost at O(sub_batches x steps x max_train x width^2
++ sub_batches x n log n); below the cap (every fit of the authors' setting
+up to ~740 labelled points at ratio 10) nothing changes.
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ import numpy as np
 import optax
 
 from jaxkd.fields import setting
+from jaxkd.selection.baselines import random_subset
 from jaxkd.selection.registry import (PoolQuery, Strategy,
                                       check_option_ranges, parse_options,
                                       register_strategy)
@@ -74,11 +91,19 @@ class DiscriminativeOptions:
                       "(>= 0).")
   stop_accuracy: float = setting(0.98, "Adam stops once the discriminator's "
                                  "training accuracy reaches this.")
+  max_train: Optional[int] = setting(
+      8192, "Rows (labelled + unlabelled) of each discriminator fit; above "
+      "it both sides are subsampled in proportion (an int >= 2; None: no "
+      "cap).")
 
   def validate(self) -> "DiscriminativeOptions":
     check_option_ranges("discriminative", self,
                         counts=("sub_batches", "steps"),
                         nonnegative=("unlabelled_ratio", "l2"))
+    if self.max_train is not None and (not is_int(self.max_train)
+                                       or self.max_train < 2):
+      raise JaxkdError(f"discriminative: max_train must be None or an int "
+                       f">= 2, got {self.max_train!r}.")
     if not np.isfinite(self.learning_rate) or self.learning_rate <= 0:
       raise JaxkdError(f"discriminative: learning_rate must be > 0, got "
                        f"{self.learning_rate!r}.")
@@ -123,7 +148,12 @@ def discriminator_objective(params, module: Discriminator, x: jax.Array,
   Args:
     x: [n, D] features; unlabelled, labelled: [n] bool, disjoint.
   """
-  logits = module.apply(params, x)
+  return _objective_of_logits(params, module.apply(params, x), unlabelled,
+                              labelled, l2)
+
+
+def _objective_of_logits(params, logits, unlabelled, labelled, l2):
+  """`discriminator_objective` given the logits [n] of `params`."""
   y = unlabelled.astype(logits.dtype)
   per = optax.sigmoid_binary_cross_entropy(logits, y)
   nu = jnp.maximum(jnp.sum(unlabelled), 1)
@@ -135,18 +165,15 @@ def discriminator_objective(params, module: Discriminator, x: jax.Array,
   return data + 0.5 * l2 * sum(jnp.sum(k * k) for k in kernels)
 
 
-@functools.partial(jax.jit, static_argnames=("hidden", "solver", "steps"))
+@functools.partial(jax.jit, static_argnames=("hidden", "solver", "steps",
+                                             "one_forward"))
 def _fit(key, x, unlabelled, labelled, l2, learning_rate, stop_accuracy, *,
-         hidden, solver, steps):
+         hidden, solver, steps, one_forward=False):
   module = Discriminator(hidden)
   params = module.init(key, x[:1])
   fun = functools.partial(discriminator_objective, module=module, x=x,
                           unlabelled=unlabelled, labelled=labelled, l2=l2)
   active = unlabelled | labelled
-
-  def accuracy(params):
-    right = (module.apply(params, x) > 0) == unlabelled
-    return jnp.sum(right & active) / jnp.maximum(jnp.sum(active), 1)
 
   if solver == "lbfgs":
     tx = optax.lbfgs()
@@ -162,8 +189,14 @@ def _fit(key, x, unlabelled, labelled, l2, learning_rate, stop_accuracy, *,
 
     def cond(carry):
       return (carry[2] < steps) & (carry[3] > 1e-7)
-  else:
+    init = (params, tx.init(params), jnp.zeros((), jnp.int32),
+            jnp.asarray(jnp.inf, jnp.float32))
+  elif not one_forward:
     tx = optax.adam(learning_rate)
+
+    def accuracy(params):
+      right = (module.apply(params, x) > 0) == unlabelled
+      return jnp.sum(right & active) / jnp.maximum(jnp.sum(active), 1)
 
     def body(carry):
       params, state, i, _ = carry
@@ -175,9 +208,37 @@ def _fit(key, x, unlabelled, labelled, l2, learning_rate, stop_accuracy, *,
     def cond(carry):
       return (carry[2] < steps) & (carry[3] < stop_accuracy)
 
-  init = (params, tx.init(params), jnp.zeros((), jnp.int32),
-          jnp.asarray(jnp.inf if solver == "lbfgs" else accuracy(params),
-                      jnp.float32))
+    init = (params, tx.init(params), jnp.zeros((), jnp.int32),
+            jnp.asarray(accuracy(params), jnp.float32))
+  else:
+    # The same iterates and stopping step, the accuracy of the current
+    # params read off the logits of that step's own forward pass (one
+    # forward per step, not two; equal up to float rounding).
+    tx = optax.adam(learning_rate)
+
+    def loss_and_logits(params):
+      logits = module.apply(params, x)
+      return _objective_of_logits(params, logits, unlabelled, labelled,
+                                  l2), logits
+
+    def body(carry):
+      params, state, i, _ = carry
+      grad, logits = jax.grad(loss_and_logits, has_aux=True)(params)
+      right = (logits > 0) == unlabelled
+      acc = jnp.sum(right & active) / jnp.maximum(jnp.sum(active), 1)
+      done = acc >= stop_accuracy
+      updates, new_state = tx.update(grad, state, params)
+      keep = lambda old, new: jnp.where(done, old, new)
+      params = jax.tree.map(keep, params, optax.apply_updates(params,
+                                                               updates))
+      state = jax.tree.map(keep, state, new_state)
+      return params, state, i + jnp.where(done, 0, 1), done
+
+    def cond(carry):
+      return (carry[2] < steps) & ~carry[3]
+
+    init = (params, tx.init(params), jnp.zeros((), jnp.int32),
+            jnp.zeros((), bool))
   params, _, iters, _ = jax.lax.while_loop(cond, body, init)
   return params, iters
 
@@ -186,8 +247,11 @@ def discriminator_fit(key: jax.Array, x, unlabelled, labelled, *,
                       hidden: Optional[Sequence[int]] = None,
                       solver: str = "adam", steps: int = 500,
                       learning_rate: float = 3e-4, l2: float = 0.0,
-                      stop_accuracy: Optional[float] = 0.98):
+                      stop_accuracy: Optional[float] = 0.98,
+                      one_forward: bool = False):
   """Trains a `Discriminator` from scratch on full batches.
+
+  O(steps n width^2) time, O(n width) memory.
 
   Args:
     key: init key.
@@ -197,6 +261,10 @@ def discriminator_fit(key: jax.Array, x, unlabelled, labelled, *,
     solver: "adam" (stopped once the training accuracy reaches
       `stop_accuracy`, or after `steps`) or "lbfgs" (to convergence, at most
       `steps` iterations).
+    one_forward: Adam only: read the stopping accuracy off each step's own
+      forward pass instead of a second one (about a quarter less work; the
+      same iterates and stop up to float rounding, so not bit for bit the
+      default). Used on the gathered fits of large pools.
 
   Returns:
     (params, iterations run).
@@ -219,7 +287,7 @@ def discriminator_fit(key: jax.Array, x, unlabelled, labelled, *,
                        float(l2), float(learning_rate),
                        2.0 if stop_accuracy is None else float(stop_accuracy),
                        hidden=tuple(int(h) for h in hidden), solver=solver,
-                       steps=int(steps))
+                       steps=int(steps), one_forward=bool(one_forward))
   return params, int(iters)
 
 
@@ -240,6 +308,28 @@ def sub_batch_sizes(k: int, sub_batches: int) -> list[int]:
   return [k // s + (i < k % s) for i in range(s)]
 
 
+# Pools (labelled + candidates) above this many rows fit and score on the
+# gathered rows of each sub-batch; smaller ones on every row with masks.
+_GATHER_ROWS = 1 << 13
+# Gathered fits are padded to a multiple of this many rows (few shapes).
+_PAD_ROWS = 2048
+
+
+def _capped_sizes(n_lab: int, take: int, size: int,
+                  max_train: Optional[int]) -> Tuple[int, int]:
+  """(labelled rows, unlabelled rows) of one fit under the `max_train` cap."""
+  if max_train is None or n_lab + take <= max_train:
+    return n_lab, take
+  lab = max(1, int(max_train * n_lab // (n_lab + take)))
+  return lab, min(take, max(size, max_train - lab))
+
+
+def _padded(x):
+  """x [r, D] followed by zero rows up to a multiple of `_PAD_ROWS`."""
+  pad = -len(x) % _PAD_ROWS
+  return np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
+
+
 def discriminative_select(key: jax.Array, labelled_features, features,
                           available, k: int, **options) -> np.ndarray:
   """DAL picks: k available rows of `features`, sub-batch by sub-batch.
@@ -250,7 +340,15 @@ def discriminative_select(key: jax.Array, labelled_features, features,
   available row); a fresh discriminator is fitted (`discriminator_fit`)
   labelled = `labelled_features` plus every unavailable or already picked
   row vs that subset; the `size` subset rows of highest P(unlabelled) are
-  picked (ties: lowest index), in that order, and become labelled.
+  picked (ties: lowest index), in that order, and become labelled. Above
+  `max_train` rows per fit both sides are subsampled (see "Scale" in the
+  module docstring: the unlabelled side keeps the first rows of the same
+  random order, the labelled side is a `baselines.random_subset`).
+
+  Cost per sub-batch: O(steps x r x width^2) for the fit on r <=
+  max_train rows, O(n log n) for the random order; memory O(r width +
+  n) on pools of more than 8,192 rows (gathered rows), O((m + n) width)
+  below.
 
   Args:
     key: PRNG key (subsets and inits; fold_in by sub-batch).
@@ -260,7 +358,7 @@ def discriminative_select(key: jax.Array, labelled_features, features,
     k: number of picks.
     **options: `DiscriminativeOptions` fields (sub_batches,
       unlabelled_ratio, hidden, solver, steps, learning_rate, l2,
-      stop_accuracy); missing ones at their defaults.
+      stop_accuracy, max_train); missing ones at their defaults.
 
   Returns:
     int32 [k] positions in `features`, in the order picked.
@@ -278,11 +376,15 @@ def discriminative_select(key: jax.Array, labelled_features, features,
                      f"{len(features)}.")
   k = check_k(k, int(available.sum()), "unqueried pool points")
   m, n = len(labelled_features), len(features)
-  x = np.concatenate([labelled_features, np.asarray(features, np.float32)])
   if m + int((~available).sum()) == 0:
     raise JaxkdError("discriminative needs at least one paid (labelled) "
                      "point to tell the unlabelled ones from.")
-  hidden = default_hidden(x.shape[1]) if o.hidden is None else o.hidden
+  features = np.asarray(features)
+  gather = m + n > _GATHER_ROWS
+  if not gather:
+    x = np.concatenate([labelled_features, features.astype(np.float32)])
+  hidden = default_hidden(features.shape[1]) if o.hidden is None \
+      else o.hidden
   fit_opts = dict(hidden=hidden, solver=o.solver, steps=o.steps,
                   learning_rate=o.learning_rate, l2=o.l2,
                   stop_accuracy=o.stop_accuracy)
@@ -294,6 +396,7 @@ def discriminative_select(key: jax.Array, labelled_features, features,
     want = n_avail if o.unlabelled_ratio == 0 else int(
         o.unlabelled_ratio * n_lab)
     take = min(max(size, want), n_avail)
+    n_lab_fit, take = _capped_sizes(n_lab, take, size, o.max_train)
     if take == n_avail:
       sample = available.copy()
     else:
@@ -301,12 +404,36 @@ def discriminative_select(key: jax.Array, labelled_features, features,
                    np.inf)
       sample = np.zeros(n, bool)
       sample[np.argsort(u, kind="stable")[:take]] = True
-    unl = np.concatenate([np.zeros(m, bool), sample])
     lab = np.concatenate([np.ones(m, bool), ~available])
-    params, _ = discriminator_fit(k_init, x, unl, lab, **fit_opts)
-    score = discriminator_scores(params, x[m:], hidden)
-    score = np.where(sample, score, -np.inf)
-    chosen = np.argsort(-score, kind="stable")[:size]
+    if n_lab_fit < n_lab:
+      lab = np.zeros_like(lab)
+      lab[random_subset(jax.random.fold_in(k_sub, 1),
+                        np.concatenate([np.ones(m, bool), ~available]),
+                        n_lab_fit)] = True
+    if gather or n_lab_fit < n_lab:
+      unl_rows = np.flatnonzero(sample)
+      lab_rows = np.flatnonzero(lab)
+      ext, pool = lab_rows[lab_rows < m], lab_rows[lab_rows >= m] - m
+      rows_x = np.concatenate([
+          labelled_features[ext],
+          np.asarray(features[pool], np.float32),
+          np.asarray(features[unl_rows], np.float32)])
+      n_l, n_u = len(ext) + len(pool), len(unl_rows)
+      rows_x = _padded(rows_x)
+      is_lab, is_unl = np.zeros((2, len(rows_x)), bool)
+      is_lab[:n_l] = True
+      is_unl[n_l:n_l + n_u] = True
+      params, _ = discriminator_fit(k_init, rows_x, is_unl, is_lab,
+                                    one_forward=True, **fit_opts)
+      score = discriminator_scores(params, _padded(rows_x[n_l:n_l + n_u]),
+                                   hidden)[:n_u]
+      chosen = unl_rows[np.argsort(-score, kind="stable")[:size]]
+    else:
+      unl = np.concatenate([np.zeros(m, bool), sample])
+      params, _ = discriminator_fit(k_init, x, unl, lab, **fit_opts)
+      score = discriminator_scores(params, x[m:], hidden)
+      score = np.where(sample, score, -np.inf)
+      chosen = np.argsort(-score, kind="stable")[:size]
     picks.extend(chosen.tolist())
     available[chosen] = False
   return np.asarray(picks, np.int32)

@@ -40,6 +40,21 @@ on k entries: O(k) per pick after an O(n^2 D) (blocked) kNN pass.
 Selection: b greedy steps, each taking the available, not yet picked point
 of largest Uncr + beta * Div / k (ties to the lowest index).
 
+Scale. The exact kNN pass is O(n^2 D) time. Up to 8192 points it is one
+[512, n] distance block per step of rows; above, it is tiled in [512, 8192]
+blocks, O(n k) memory, still exact with ties to the lowest index: each
+block's columns are cut in groups of 64 and a row's k nearest within the
+block lie in the k groups of smallest minimum (if one lay in another group,
+the k groups before it would each hold a closer point), so the exact top k
+runs over 64 k candidates instead of 8192, and is merged into the row's
+running top k. Quadratic time is still out of reach for n = 10^6 (~10^14
+flops), so the strategy (`max_pool`, default 100,000) runs on a uniform
+random subset of the pool above that size: the kNN graph, V and the greedy
+are those of the subset, stratified so that it keeps the pool's share of
+queried points and at least b available ones. Cost O(n C + s^2 D + b s)
+for s = min(n, max_pool); the subset is the approximation (the pool a
+paper-sized run would see), exact when n <= max_pool.
+
 Cost. The strategy needs M_T's predictions on the whole pool, so it suits a
 teacher that is cheap to run while labels are what costs (the paper's
 setting: human lane annotation). In jaxkd the active loop obtains them with
@@ -51,12 +66,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxkd.fields import setting
+from jaxkd.selection.baselines import random_subset
 from jaxkd.selection.registry import (SelectionInputs, parse_options,
                                       register_strategy)
 from jaxkd.validation import (JaxkdError, check_features, check_k, check_rank,
@@ -165,6 +182,94 @@ def _knn(emb, k, block=512):
   return out.reshape(nb * block, k)[:n].astype(jnp.int32)
 
 
+# Pools up to this many points take `_knn` (one [512, n] block at a time);
+# larger ones the tiled `_knn_tiled` (bounded memory).
+_SMALL_KNN = 8192
+
+
+@functools.partial(jax.jit, static_argnames=("k", "block", "chunk", "group"))
+def _knn_tiled(emb, k, block=512, chunk=8192, group=64):
+  """`_knn` in [block, chunk] distance tiles: O(n^2 D) time, O(n k +
+  block chunk) memory.
+
+  Per tile, the chunk's columns form chunk / group groups; the row's k
+  nearest columns of the chunk lie in its k groups of smallest minimum
+  (ties: lower group first), so the exact top k is taken over those
+  groups' columns, in column order, and merged with the row's running top k
+  of the earlier chunks (listed first): ties go to the lowest index, as in
+  `_knn`.
+
+  Args:
+    emb: [n, D] points.
+    k: neighbours per point (k < n).
+    block, chunk: rows and columns of a tile; group divides chunk.
+
+  Returns:
+    int32 [n, k], nearest first, the point itself excluded.
+  """
+  n = emb.shape[0]
+  block = min(block, n)
+  chunk = min(chunk, -(-n // group) * group)
+  nr, nc = -(-n // block), -(-n // chunk)
+  ng = chunk // group
+  kg = min(k, ng)
+  sq = jnp.sum(emb * emb, axis=1)
+  rows_all = jnp.pad(emb, ((0, nr * block - n), (0, 0)))
+  sqr_all = jnp.pad(sq, (0, nr * block - n))
+  cols_all = jnp.pad(emb, ((0, nc * chunk - n), (0, 0)))
+  # Padded columns are at distance inf.
+  sqc_all = jnp.pad(sq, (0, nc * chunk - n), constant_values=jnp.inf)
+  offsets = (jnp.arange(ng)[:, None] * group + jnp.arange(group)).reshape(-1)
+
+  def row_block(r0):
+    rows = jax.lax.dynamic_slice_in_dim(rows_all, r0, block)
+    sqr = jax.lax.dynamic_slice_in_dim(sqr_all, r0, block)
+    rid = r0 + jnp.arange(block)
+
+    def col_chunk(carry, c0):
+      best, best_i = carry  # [block, k] negated distances, indices
+      cols = jax.lax.dynamic_slice_in_dim(cols_all, c0, chunk)
+      sqc = jax.lax.dynamic_slice_in_dim(sqc_all, c0, chunk)
+      d = sqr[:, None] + sqc[None, :] - 2.0 * rows @ cols.T
+      cid = c0 + offsets
+      d = jnp.where(rid[:, None] == cid[None, :], jnp.inf, d)
+      groups = d.reshape(block, ng, group)
+      top_groups = jax.lax.top_k(-jnp.min(groups, -1), kg)[1]
+      top_groups = jnp.sort(top_groups, axis=1)  # column order
+      cand = jnp.take_along_axis(groups, top_groups[:, :, None], axis=1)
+      cand_i = c0 + top_groups[:, :, None] * group + jnp.arange(group)
+      v, j = jax.lax.top_k(-cand.reshape(block, kg * group), k)
+      i = jnp.take_along_axis(cand_i.reshape(block, kg * group), j, 1)
+      v, j = jax.lax.top_k(jnp.concatenate([best, v], 1), k)
+      i = jnp.take_along_axis(jnp.concatenate([best_i, i], 1), j, 1)
+      return (v, i), None
+
+    init = (jnp.full((block, k), -jnp.inf, emb.dtype),
+            jnp.full((block, k), n, jnp.int32))
+    (_, idx), _ = jax.lax.scan(col_chunk, init, jnp.arange(nc) * chunk)
+    return idx
+
+  out = jax.lax.map(row_block, jnp.arange(nr) * block)
+  return out.reshape(nr * block, k)[:n].astype(jnp.int32)
+
+
+def _knn_any(emb, k):
+  """`_knn` for small pools, `_knn_tiled` above `_SMALL_KNN` points."""
+  if emb.shape[0] <= _SMALL_KNN:
+    return _knn(emb, k)
+  return _knn_tiled(emb, k)
+
+
+def _check_max_pool(max_pool, num_neighbors):
+  """None, or an int > num_neighbors (a subset needs a kNN graph)."""
+  if max_pool is None:
+    return None
+  if not is_int(max_pool) or max_pool <= num_neighbors:
+    raise JaxkdError(f"max_pool must be None or an int > num_neighbors "
+                     f"({num_neighbors}), got {max_pool!r}.")
+  return int(max_pool)
+
+
 def _check_neighbors(num_neighbors, n):
   if (isinstance(num_neighbors, bool)
       or not isinstance(num_neighbors, (int, np.integer))):
@@ -179,11 +284,12 @@ def _check_neighbors(num_neighbors, n):
 def knn_indices(embeddings: jax.Array, num_neighbors: int) -> jax.Array:
   """k nearest neighbours of every pool point, itself excluded.
 
-  embeddings: [n, D]. Returns int32 [n, num_neighbors], nearest first.
+  embeddings: [n, D]. Returns int32 [n, num_neighbors], nearest first
+  (ties: lowest index). O(n^2 D) time, O(n k) memory above 8192 points.
   """
   check_features("embeddings", embeddings, 2)
   k = _check_neighbors(num_neighbors, np.shape(embeddings)[0])
-  return _knn(jnp.asarray(embeddings), k)
+  return _knn_any(jnp.asarray(embeddings), k)
 
 
 @jax.jit
@@ -222,7 +328,7 @@ def reverse_knn_counts(embeddings: jax.Array, num_neighbors: int,
 
 @functools.partial(jax.jit, static_argnames=("k", "num_neighbors"))
 def _greedy(uncr, emb, available, selected, k, num_neighbors, beta):
-  knn = _knn(emb, num_neighbors)
+  knn = _knn_any(emb, num_neighbors)
   div = _rnn_counts(knn, selected)
   dtype = uncr.dtype
 
@@ -240,11 +346,45 @@ def _greedy(uncr, emb, available, selected, k, num_neighbors, beta):
   return jax.lax.fori_loop(0, k, body, init)[3]
 
 
+def pool_subset(key: jax.Array, available, k: int, size: int) -> np.ndarray:
+  """Sorted positions of a stratified uniform random subset of the pool.
+
+  Keeps the pool's share of unavailable (queried) points, u_s =
+  min(u, round(size u / n)), and fills the rest with available ones, at
+  least k: a_s = min(a, max(k, size - u_s)) (a, u: available and
+  unavailable counts of the n points); if that is short of `size`, more
+  unavailable ones. Each side is a `baselines.random_subset` (one key per
+  side).
+
+  Args:
+    key: PRNG key.
+    available: [n] bool.
+    k: available points the subset must hold (<= a).
+    size: target subset size (< n).
+
+  Returns:
+    int64 [a_s + u_s] positions, increasing. O(n log n).
+  """
+  available = np.asarray(available, bool)
+  n, a = len(available), int(available.sum())
+  u_s = min(n - a, int(round(size * (n - a) / n)))
+  a_s = min(a, max(k, size - u_s))
+  u_s = max(u_s, min(n - a, size - a_s))
+  k_free, k_paid = jax.random.split(key)
+  return np.sort(np.concatenate([random_subset(k_free, available, a_s),
+                                 random_subset(k_paid, ~available, u_s)]))
+
+
 def gap_diversity_select(uncertainty: jax.Array, embeddings: jax.Array,
                          available: jax.Array, k: int, *,
                          num_neighbors: int = 10, beta: float = 1.0,
-                         selected: jax.Array | None = None) -> jax.Array:
+                         selected: jax.Array | None = None,
+                         max_pool: int | None = None,
+                         key: jax.Array | None = None) -> jax.Array:
   """Greedy b = k picks maximising Uncr + beta * |RNN(p) - V| / num_neighbors.
+
+  O(s^2 D) time for the kNN graph of s = min(n, max_pool) points, O(k s)
+  for the greedy, O(s num_neighbors + n) memory.
 
   Args:
     uncertainty: [n] Uncr scores (see `uncertainty_score`).
@@ -255,6 +395,12 @@ def gap_diversity_select(uncertainty: jax.Array, embeddings: jax.Array,
     beta: >= 0 weight of the diversity term.
     selected: optional [n] bool, the initial V (default: ~available, the
       already queried points).
+    max_pool: None (default: the whole pool, exact) or an int: above that
+      many points, the selection runs on `pool_subset(key, available, k,
+      max_pool)` (its kNN graph, its share of V) and picks among its
+      available points (see "Scale" in the module docstring).
+    key: PRNG key of that subset (default `jax.random.key(0)`); unused
+      when the whole pool is used.
 
   Returns:
     int32 [k] distinct available indices in pick order.
@@ -274,13 +420,24 @@ def gap_diversity_select(uncertainty: jax.Array, embeddings: jax.Array,
              if is_concrete(available) else n)
   k = check_k(k, n_avail, "unqueried pool points")
   num_neighbors = _check_neighbors(num_neighbors, n)
+  max_pool = _check_max_pool(max_pool, num_neighbors)
   beta = float(beta)
   if not (beta >= 0 and np.isfinite(beta)):
     raise JaxkdError(f"beta must be >= 0, got {beta}.")
+  if selected is not None and tuple(np.shape(selected)) != (n,):
+    raise JaxkdError(f"selected has shape {tuple(np.shape(selected))}, "
+                     f"expected ({n},).")
+  if max_pool is not None and n > max_pool and is_concrete(available):
+    sub = pool_subset(jax.random.key(0) if key is None else key, available,
+                      k, max_pool)
+    local = gap_diversity_select(
+        np.asarray(uncertainty)[sub], np.asarray(embeddings)[sub],
+        np.asarray(available, bool)[sub], k, num_neighbors=num_neighbors,
+        beta=beta, selected=(None if selected is None
+                             else np.asarray(selected, bool)[sub]))
+    return jnp.asarray(sub[np.asarray(local)], jnp.int32)
   available = jnp.asarray(available, bool)
   selected = ~available if selected is None else jnp.asarray(selected, bool)
-  if selected.shape != available.shape:
-    raise JaxkdError(f"selected has shape {selected.shape}, expected ({n},).")
   uncertainty = jnp.asarray(uncertainty)
   return _greedy(uncertainty, jnp.asarray(embeddings, uncertainty.dtype),
                  available, selected, k, num_neighbors, beta)
@@ -301,6 +458,10 @@ class GapDiversityOptions:
                           "'l2' or 'kl'.")
   eps: float = setting(1e-6, "Zero guard (> 0) added to both sides of the "
                        "gap ratio.")
+  max_pool: Optional[int] = setting(
+      100_000, "Above this many pool points, select on a stratified uniform "
+      "random subset of this size (the kNN graph is O(size^2 D)); None: "
+      "always the whole pool.")
 
   def validate(self) -> "GapDiversityOptions":
     if not is_int(self.num_neighbors):
@@ -317,12 +478,14 @@ class GapDiversityOptions:
                        f"{self.distance!r}.")
     if not self.eps > 0:
       raise JaxkdError(f"eps must be > 0, got {self.eps}.")
+    _check_max_pool(self.max_pool, self.num_neighbors)
     return self
 
 
 def _gap_diversity_strategy(key, inputs: SelectionInputs, k: int, **options):
-  """Strategy `gap_diversity`; `options`: `GapDiversityOptions` fields."""
-  del key  # deterministic
+  """Strategy `gap_diversity`; `options`: `GapDiversityOptions` fields.
+  `key` draws the subset of a pool above `max_pool` points (unused below:
+  the selection is deterministic)."""
   o = parse_options(GapDiversityOptions, options, name="gap_diversity")
   for field in ("probs", "teacher_probs", "baseline_probs", "embeddings"):
     if getattr(inputs, field) is None:
@@ -331,7 +494,8 @@ def _gap_diversity_strategy(key, inputs: SelectionInputs, k: int, **options):
                            inputs.teacher_probs, distance=o.distance,
                            eps=o.eps)
   return gap_diversity_select(uncr, inputs.embeddings, inputs.available, k,
-                              num_neighbors=o.num_neighbors, beta=o.beta)
+                              num_neighbors=o.num_neighbors, beta=o.beta,
+                              max_pool=o.max_pool, key=key)
 
 
 def baseline_probs(ctx):

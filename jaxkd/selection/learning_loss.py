@@ -62,6 +62,7 @@ import numpy as np
 import optax
 
 from jaxkd import parallel, train
+from jaxkd.data import sources
 from jaxkd.fields import setting
 from jaxkd.models import apply_model
 from jaxkd.selection.baselines import top_k_available
@@ -271,11 +272,33 @@ def predicted_loss(model: nn.Module, module: LossPredictionModule, variables,
   return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
+def candidate_subset(key: jax.Array, available, k: int,
+                     subset: int = 10000) -> np.ndarray:
+  """[n] bool: the candidates `learning_loss_select` ranks.
+
+  All available points when at most `subset` are available; else the
+  max(subset, k) available points of smallest `jax.random.uniform(key,
+  (n,))` draw (ties: lowest index). O(n log n) time, O(n) memory.
+  """
+  available = np.array(available, bool)
+  if available.sum() > subset:
+    u = np.where(available,
+                 np.asarray(jax.random.uniform(key, available.shape)), np.inf)
+    keep = np.zeros_like(available)
+    keep[np.argsort(u, kind="stable")[:max(subset, k)]] = True
+    available = keep
+  return available
+
+
 def learning_loss_select(key: jax.Array, scores, available, k: int,
                          subset: int = 10000) -> np.ndarray:
   """Top-k `scores` among a uniform random subset of `subset` available
   points (all of them when at most `subset` are available); ties: lowest
-  index. scores, available: [n]. Returns int32 [k], highest first."""
+  index. scores, available: [n]. Returns int32 [k], highest first.
+
+  Only the scores of `candidate_subset(key, available, k, subset)` are
+  read (the strategy computes no others). O(n log n) time.
+  """
   check_rank("scores", scores, 1)
   check_finite("scores", scores)
   available = np.array(available, bool)
@@ -283,14 +306,9 @@ def learning_loss_select(key: jax.Array, scores, available, k: int,
     raise JaxkdError(f"scores has {len(scores)} rows but available has "
                      f"{len(available)}.")
   k = check_k(k, int(available.sum()), "unqueried pool points")
-  if available.sum() > subset:
-    u = np.where(available,
-                 np.asarray(jax.random.uniform(key, available.shape)), np.inf)
-    keep = np.zeros_like(available)
-    keep[np.argsort(u, kind="stable")[:max(subset, k)]] = True
-    available = keep
+  keep = candidate_subset(key, available, k, subset)
   return np.asarray(top_k_available(jnp.asarray(scores, jnp.float32),
-                                    jnp.asarray(available), k))
+                                    jnp.asarray(keep), k))
 
 
 def init_module(model: nn.Module, input_shape, module: LossPredictionModule,
@@ -360,12 +378,28 @@ class LearningLossStrategy(Strategy):
     return state, {"params": params, "opt_state": opt_state}
 
   def select(self, key, ctx, inputs, k, **options):
+    """Top-k predicted loss of `candidate_subset`: only those candidates
+    are run through the student and the module (O(subset) forwards, not
+    O(n)); the picks are those of `learning_loss_select` on every
+    candidate's score."""
     o = parse_options(self, options)
+    available = np.asarray(inputs.available, bool)
+    k = check_k(k, int(available.sum()), "unqueried pool points")
+    keep = candidate_subset(key, available, k, o.subset)
+    images = ctx.candidate_images
+    rows = None
+    if available.sum() > o.subset:  # a subset was drawn: score it alone
+      rows = np.flatnonzero(keep)
+      images = sources.take(images, rows)
     scores = predicted_loss(ctx.student, LossPredictionModule(o.width),
                             ctx.state.variables, ctx.extra["params"],
-                            ctx.candidate_images, mesh=ctx.mesh,
+                            images, mesh=ctx.mesh,
                             use_embedding=o.use_embedding)
-    return PoolQuery(learning_loss_select(key, scores, inputs.available, k,
+    if rows is not None:
+      full = np.zeros(len(keep), np.float32)
+      full[rows] = scores
+      scores = full
+    return PoolQuery(learning_loss_select(key, scores, available, k,
                                           subset=o.subset))
 
 
