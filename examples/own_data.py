@@ -2,7 +2,7 @@
 
   python examples/own_data.py [--workdir runs/own_data]
 
-The README's "Using your own data and your own teacher" section as one
+The documentation's own-data and own-teacher pages as one
 script (tests/test_own_data.py runs it at a tiny size):
 
 1. own arrays -> an .npz in the Keras layout;

@@ -1,5 +1,6 @@
 """Publishing a reproduction: docs/results/<name>.json and <name>.png from
-the finished runs on disk, its Markdown tables, and the README's copy.
+the finished runs on disk, its Markdown tables, and their copy in the
+documentation's papers page (docs/papers.md).
 
 "complete" is true only when every seed of every part has finished, and
 "missing" lists what has not; each record's `queries` is checked against
@@ -212,7 +213,7 @@ def _pm(ms, scale=100):
 
 
 def markdown(out) -> str:
-  """The README tables of one published reproduction."""
+  """The papers-page tables of one published reproduction."""
   lines = []
   for pname, p in out["parts"].items():
     sm = p.get("summary")
@@ -249,7 +250,8 @@ def markdown(out) -> str:
   return "\n".join(lines)
 
 
-def update_readme(name: str, out, path=os.path.join(ROOT, "README.md")):
+def update_readme(name: str, out,
+                  path=os.path.join(ROOT, "docs", "papers.md")):
   """Replaces the block between `<!-- reproduce:NAME -->` and
   `<!-- /reproduce:NAME -->` in the README with `markdown(out)`, so the
   published tables are exactly the JSON's."""

@@ -59,7 +59,7 @@ def main(argv=None):
                   "process may run the others in the same workdirs)")
   ap.add_argument("--publish_only", action="store_true")
   ap.add_argument("--readme", action="store_true",
-                  help="also rewrite this reproduction's README tables")
+                  help="also rewrite this reproduction's tables in docs/papers.md")
   ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
   args = ap.parse_args(argv)
   parts = REPRODUCTIONS[args.name]["parts"](args.runs)

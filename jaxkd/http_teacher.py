@@ -28,7 +28,7 @@ Format: "npy" or "json" always send that body; "auto" (default) sends
 JSON for the rest of the session (and resends at once, not counted as a
 retry). Answers are decoded by their Content-Type whatever was sent.
 
-Security: the URL must be http(s)://host[:port][/path] with a port in
+Security: the URL must be `http(s)://host[:port][/path]` with a port in
 1..65535 and no credentials in it. The key (`api_key`, else the stripped
 content of `api_key_file`, else the environment variable
 JAXKD_TEACHER_API_KEY) is sent as `Authorization: Bearer <key>`. Redirects
@@ -155,7 +155,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 
 
 def check_url(url) -> str:
-  """`url` if it is http(s)://host[:port][/path] with a port in 1..65535
+  """`url` if it is `http(s)://host[:port][/path]` with a port in 1..65535
   and no credentials; raises a one-line JaxkdError otherwise."""
   bad = JaxkdError(f"teacher url must be http(s)://host[:port][/path] with a "
                    f"port in 1..65535, got {url!r}.")
@@ -380,7 +380,7 @@ def http_teacher(url: str, *, timeout: float = 30.0,
   """A teacher fn that POSTs image batches to `url` (protocol above).
 
   Args:
-    url: http(s)://host[:port][/path] the batches are POSTed to; port in
+    url: `http(s)://host[:port][/path]` the batches are POSTed to; port in
       1..65535, no credentials.
     timeout: seconds each socket wait of an attempt (connect, each read) may
       take.
@@ -408,8 +408,8 @@ def http_teacher(url: str, *, timeout: float = 30.0,
     (the last answer's X-Teacher-Model-Id, None without one).
 
   Raises:
-    JaxkdError (one line) for bad arguments here, and from `fn` on 3xx, 4xx,
-    malformed answers, exhausted retries or a passed deadline.
+    JaxkdError: (one line) for bad arguments here, and from `fn` on 3xx,
+      4xx, malformed answers, exhausted retries or a passed deadline.
   """
   check_url(url)
   if format not in ("auto", "npy", "json"):

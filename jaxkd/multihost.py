@@ -186,8 +186,8 @@ def gather_rows(local: np.ndarray, n: int) -> np.ndarray:
     [n, ...] NumPy array, rows in order, identical on every process.
 
   Raises:
-    JaxkdError on every process when any process's slice has the wrong row
-    count, trailing shape or dtype.
+    JaxkdError: on every process when any process's slice has the wrong row
+      count, trailing shape or dtype.
   """
   local = np.asarray(local)
   if local.ndim < 1:

@@ -8,11 +8,11 @@ queries predicted to reach a target success rate, the success predicted at a
 budget, their percentile intervals, the cost at a price per query, and the
 strategy predicted to reach the target cheapest.
 
-  python -m jaxkd.plan --workdir RUN --target 0.97 [--budget 2000]
-      [--price 0.002] [--out DIR]
-  python -m jaxkd.plan --results docs/results/recon_fmnist.json --part main
-      --target 0.955
-  python -m jaxkd.plan --validate docs/results/recon_fmnist.json [...]
+    python -m jaxkd.plan --workdir RUN --target 0.97 [--budget 2000]
+        [--price 0.002] [--out DIR]
+    python -m jaxkd.plan --results docs/results/recon_fmnist.json --part main
+        --target 0.955
+    python -m jaxkd.plan --validate docs/results/recon_fmnist.json [...]
 
 `--validate` refits on the first third and the first half of each
 published curve and compares the predictions with what the later rounds

@@ -416,8 +416,9 @@ TABLES_END = "<!-- settings:end -->"
 
 
 def readme_tables() -> str:
-  """The README's configuration tables, generated from the field docs
-  (`python -m jaxkd.settings` prints them; a test keeps the README equal)."""
+  """The configuration tables of the documentation (docs/configuration.md),
+  generated from the field docs (`python -m jaxkd.settings` prints them; a
+  test keeps the page equal)."""
   return "\n".join([
       TABLES_BEGIN, "The active job (`jaxkd/configs/default.py`):", "",
       fields.field_table(ActiveSettings()), "",

@@ -293,7 +293,7 @@ def test_cli_idx_dir_odd_names_flat_and_saved_teacher(tmp_path):
   assert out["teacher_accuracy"] == pytest.approx(meta["accuracy"])
 
 
-# ------------------------------------------- the README's own-data example ---
+# ---------------------------------------------- the own-data docs example ---
 
 
 def test_own_data_example_runs(tmp_path):

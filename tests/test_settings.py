@@ -134,13 +134,14 @@ def test_a_run_gets_its_strategy_options_and_the_shared_training():
   assert s.train_steps == settings.ActiveSettings().loop.train_steps
 
 
-def test_readme_field_tables_are_the_generated_ones():
-  with open(os.path.join(ROOT, "README.md")) as f:
+def test_docs_field_tables_are_the_generated_ones():
+  with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
     text = f.read()
   start = text.index(settings.TABLES_BEGIN)
   end = text.index(settings.TABLES_END) + len(settings.TABLES_END)
   assert text[start:end] == settings.readme_tables(), (
-      "rerun python -m jaxkd.settings and paste its output into README.md")
+      "rerun python docs/gen_pages.py (it writes python -m jaxkd.settings' "
+      "tables into docs/configuration.md)")
 
 
 def test_a_setting_added_since_a_run_is_no_change_at_its_default(tmp_path):

@@ -362,7 +362,7 @@ def iter_batches(images: Any, batch_size: int, *, start: int = 0,
 
 
 def gather(images: Any, indices: Sequence[int]) -> np.ndarray:
-  """float32 images[indices] [k, H, W, C] of an array or a source."""
+  """float32 `images[indices]`, [k, H, W, C], of an array or a source."""
   idx = np.asarray(indices, np.int64)
   if is_source(images):
     return images.read(idx)

@@ -2,7 +2,7 @@
 
 XLA:CPU runs convolutions with a handful of channels (lenet5_half's 1 -> 3
 and 3 -> 8, LeNet-5's 1 -> 6) far below the machine's matmul rate, forward
-and backward (README, "Speed").
+and backward (the benchmarks page of the documentation).
 `toeplitz_conv` computes the same stride-1 convolution as one matmul of
 stacked input rows with a banded (row-Toeplitz) matrix built from the
 kernel; its gradients are matmuls too. Same function, same parameters

@@ -441,8 +441,8 @@ def admm_solve(features: Any, *, alpha: float = 1e-6, theta: float = 1e-5,
       optimum against an independent KKT certificate.
     relax: over-relaxation a in (0, 2) (Boyd Sec. 3.4.3): the shrinkage and
       multiplier use a Q + (1 - a) Q_hat. Same fixed point (Q = Q_hat
-      there); 1.0 (default) is the paper's iteration. See the README for
-      measured iteration counts.
+      there); 1.0 (default) is the paper's iteration. The strategies page
+      of the documentation gives measured iteration counts.
     mesh: run sharded over the rows on this ("data",) mesh (rows are
       zero-padded to a multiple of the device count; zero rows do not change
       the other rows' iterates and are dropped from the result).
