@@ -299,3 +299,25 @@ def test_random_subset_is_uniform_over_the_mask():
     counts[baselines.random_subset(jax.random.key(i), mask, 10)] += 1
   assert counts[~mask].sum() == 0
   assert counts[mask].min() > 0.5 * 300 * 10 / mask.sum()
+
+
+def test_coreset_without_centers_is_linear_and_matches_numpy():
+  """No paid point in the pool (round 1 of a job): the distances start at
+  inf without a pass over all n points; picks equal a NumPy k-center."""
+  import time
+  from jaxkd.selection.baselines import coreset_select
+  rng = np.random.default_rng(0)
+  emb = rng.normal(size=(3000, 5)).astype(np.float32)
+  picks = np.asarray(coreset_select(emb, np.ones(3000, bool), 6))
+  x = emb.astype(np.float64)
+  mind, want = np.full(3000, np.inf), []
+  for _ in range(6):
+    i = int(np.argmax(mind))
+    want.append(i)
+    mind = np.minimum(mind, ((x - x[i]) ** 2).sum(1))
+  assert picks.tolist() == want
+  big = rng.normal(size=(200_000, 8)).astype(np.float32)
+  coreset_select(big[:1000], np.ones(1000, bool), 3)  # compile elsewhere
+  t0 = time.perf_counter()
+  coreset_select(big, np.ones(200_000, bool), 3)
+  assert time.perf_counter() - t0 < 30  # the O(n^2 D) pass took minutes

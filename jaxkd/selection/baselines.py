@@ -154,7 +154,7 @@ def _kcenter_greedy(emb, available, centers_mask, k, center_index=None):
       return jnp.where(centers_mask[i], jnp.minimum(mind, dist_to(i)), mind)
 
     mind = jax.lax.fori_loop(0, emb.shape[0], init_body, mind)
-  else:
+  elif center_index.shape[0]:  # (an empty index: no centers, all inf)
     mind = jax.lax.fori_loop(
         0, center_index.shape[0],
         lambda t, mind: jnp.minimum(mind, dist_to(center_index[t])), mind)
@@ -198,6 +198,8 @@ def coreset_select(embeddings: jax.Array, available: jax.Array, k: int,
     if len(where):
       size = 1 << (len(where) - 1).bit_length()  # few compiled shapes
       index = jnp.asarray(np.resize(where, size), jnp.int32)
+    else:  # no centers yet: nothing to initialise from (not a pass over n)
+      index = jnp.zeros((0,), jnp.int32)
   return _kcenter_greedy(jnp.asarray(embeddings), available, centers, k,
                          index)
 
