@@ -37,15 +37,16 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_processes(out, mode, count=PROCESSES, timeout=TIMEOUT):
-  """Runs `count` workers in one jax.distributed run; their result dicts."""
+def run_processes(out, mode, count=PROCESSES, timeout=TIMEOUT, worker=WORKER):
+  """Runs `count` `worker`s (PORT PROCESS_ID COUNT OUT MODE) in one
+  jax.distributed run; their OUT/result_<id>.json dicts."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   # Not the 8 devices conftest forces on this process: 2 per worker.
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
   port = free_port()
   procs = [subprocess.Popen(
-      [sys.executable, WORKER, str(port), str(p), str(count), str(out), mode],
+      [sys.executable, worker, str(port), str(p), str(count), str(out), mode],
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
       for p in range(count)]
   logs = []

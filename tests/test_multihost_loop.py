@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from test_multihost import free_port  # noqa: F401  (tests/ is on sys.path)
+from test_multihost import free_port, run_processes  # tests/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_loop_worker.py")
@@ -27,28 +27,7 @@ TIMEOUT = 300
 
 def _run(out, count, mode="wrapped"):
   os.makedirs(out, exist_ok=True)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  port = free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, WORKER, str(port), str(p), str(count), str(out), mode],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-      for p in range(count)]
-  logs = []
-  try:
-    for proc in procs:
-      logs.append(proc.communicate(timeout=TIMEOUT)[0])
-  except subprocess.TimeoutExpired:
-    for proc in procs:
-      proc.kill()
-    pytest.fail(f"{count} processes did not finish in {TIMEOUT} s")
-  results = []
-  for p, log in enumerate(logs):
-    path = os.path.join(out, f"result_{p}.json")
-    assert os.path.exists(path), f"process {p} failed:\n{log[-4000:]}"
-    with open(path) as f:
-      results.append(json.load(f))
-  return results
+  return run_processes(out, mode, count, TIMEOUT, worker=WORKER)
 
 
 def paid_once_problems(out, count, strategies=("entropy", "coreset", "badge")):
