@@ -5,7 +5,11 @@ documentation's papers page (docs/papers.md).
 "complete" is true only when every seed of every part has finished, and
 "missing" lists what has not; each record's `queries` is checked against
 what the protocol pays (initial + round x per_round) before it is
-published. Files are written atomically.
+published. Each part with runs gets `statistics` (`jaxkd.statistics`:
+AUBC with a bootstrap interval over seeds, paired t-tests against the
+random baseline, queries saved), and `add_statistics` recomputes them in
+a published JSON from the records it holds (`reproduce.py NAME
+--restats`). Files are written atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 import numpy as np
 
 from jaxkd import run_dir
+from jaxkd import statistics as stats
 from jaxkd.checkpoint import write_json_atomic
 from jaxkd.teacher_training import TEACHER_JSON
 from protocols import REPRODUCTIONS, Part  # noqa: F401
@@ -96,6 +101,51 @@ def collect_unix(part: Part, missing):
           "teacher_accuracy": meta and meta.get("accuracy")}
 
 
+# Baselines, first present wins: random sampling at the same budget
+# ("random"; Active Mixup's parts compare with random mixup of the same
+# count; UNIX's with Random+KD at the same k, its random counterpart).
+BASELINES = ("random", "random_mixup", "random_kd")
+
+
+def part_statistics(entry: dict, *, resamples: int = 10000,
+                    seed: int = 0) -> dict:
+  """`jaxkd.statistics` of one published part, from its `runs` only:
+  AUBC, paired p-values and queries saved against the first of BASELINES
+  present (active parts, seeds paired by id); for UNIX parts (no curve)
+  paired tests of final success vs random_kd, with kd's beside them
+  (`p_value_kd`, `difference_kd`). {} without runs."""
+  runs = entry.get("runs") or {}
+  if not runs:
+    return {}
+  base = next((b for b in BASELINES if b in runs), None)
+  if entry["kind"] == "unix":
+    out = stats.final_statistics(runs, base or "random_kd",
+                                 resamples=resamples, seed=seed)
+    kd = stats.final_statistics(runs, "kd", resamples=resamples, seed=seed)
+    for m, e in out.items():
+      e.update(p_value_kd=kd[m]["p_value"],
+               difference_kd=kd[m]["final_difference"])
+    return out
+  seeds = {s: x["seeds"] for s, x in (entry.get("summary") or {}).items()}
+  return stats.strategy_statistics(runs, base or "random",
+                                   resamples=resamples, seed=seed,
+                                   seeds=seeds or None)
+
+
+def add_statistics(path: str) -> dict:
+  """Recomputes every part's `statistics` of a published JSON from the
+  records it holds (no runs/ needed) and rewrites it atomically; returns
+  what it holds."""
+  with open(path) as f:
+    out = json.load(f)
+  for p in out["parts"].values():
+    if p.get("runs"):
+      p["statistics"] = part_statistics(p)
+  out["statistics_computed"] = time.strftime("%Y-%m-%d %H:%M:%S")
+  write_json_atomic(path, out)
+  return out
+
+
 def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
   """Writes results_dir/<name>.json and <name>.png from the runs on disk."""
   spec = REPRODUCTIONS[name]
@@ -115,6 +165,8 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
       entry.update(collect_unix(part, missing))
     else:
       entry.update(collect_active(part, missing))
+    if entry.get("runs"):
+      entry["statistics"] = part_statistics(entry)
     out_parts[part.name] = entry
   out = {"name": name,
          "command": f"python experiments/reproduce.py {name}",
@@ -212,24 +264,60 @@ def _pm(ms, scale=100):
   return f"{scale * ms['mean']:.2f}"
 
 
+def _baseline(p) -> str:
+  """The baseline named in a part's statistics (BASELINES' first else)."""
+  return next((e["baseline"] for e in (p.get("statistics") or {}).values()
+               if e.get("baseline")),
+              next((b for b in BASELINES if b in (p.get("summary") or {})),
+                   "random"))
+
+
+STATS_NOTE = (
+    "\nAUBC: area under success rate vs queries over the query range, "
+    "mean over seeds [95% percentile bootstrap over seeds]. p: two-sided "
+    "paired t-test against the part's random baseline (same seeds; '-' "
+    "with one seed or on the baseline's row), of AUBC and of final "
+    "success. Queries saved: per seed, the baseline's final queries minus "
+    "where the strategy's curve first reaches the baseline's final success "
+    "rate (linear interpolation), mean [bootstrap interval] over the seeds "
+    "that reach it (k/n when not all do); on the baseline's row, how early "
+    "it first reached its own final level. `statistics` in the JSON holds "
+    "every number (per-budget p-values too).")
+
+UNIX_NOTE = ("\np: two-sided paired t-test of final success over the same "
+             "seeds against Random+KD (random_kd, the same k without "
+             "uncertainty or mixup) and against KD; '-' with one seed or "
+             "on the method's own row.")
+
+
 def markdown(out) -> str:
-  """The papers-page tables of one published reproduction."""
-  lines = []
+  """The papers-page tables of one published reproduction, with each
+  part's `statistics` (AUBC, p vs random, queries saved) in its rows."""
+  lines, notes = [], []
   for pname, p in out["parts"].items():
     sm = p.get("summary")
     if not sm:
       continue
+    st = p.get("statistics") or {}
     if p["kind"] == "unix":  # one table for every UNIX part
       if not any(l.startswith("| part | method") for l in lines):
         lines += [f"\nteacher {100 * (p['teacher_accuracy'] or 0):.2f}%\n",
                   "| part | method | seeds | accuracy % | computation % of KD "
-                  "| wall s per seed |", "| --- | --- | --- | --- | --- | --- |"]
+                  "| wall s per seed | p vs random_kd | p vs kd |",
+                  "| --- " * 8 + "|"]
+        notes.append(UNIX_NOTE)
       for m, x in sm.items():
         n = x["accuracy"]["n"]
+        e = st.get(m, {})
         lines.append(f"| {pname} | {m} | {n} | {_pm(x['accuracy'])} "
                      f"| {_pm(x['computation'])} "
-                     f"| {x['wall_time_s'] / n:.0f} |")
+                     f"| {x['wall_time_s'] / n:.0f} "
+                     f"| {stats.format_p(e.get('p_value'))} "
+                     f"| {stats.format_p(e.get('p_value_kd'))} |")
       continue
+    if STATS_NOTE not in notes:
+      notes.append(STATS_NOTE)
+    base = _baseline(p)
     rounds = len(next(iter(sm.values()))["queries"])
     cols = sorted({0, rounds // 3, 2 * rounds // 3, rounds - 1})
     q = next(iter(sm.values()))["queries"]
@@ -237,17 +325,24 @@ def markdown(out) -> str:
               "\n", "| strategy | seeds | " + " | ".join(
                   f"success % at {q[c]} queries" for c in cols)
               + " | final accuracy % | mean success over rounds % "
-              "| wall s per seed |",
-              "| --- " * (len(cols) + 5) + "|"]
-    for st, x in sm.items():
+              "| wall s per seed | AUBC % | p vs " + base + " (AUBC) "
+              "| p vs " + base + " (final) | queries saved vs " + base
+              + " |",
+              "| --- " * (len(cols) + 9) + "|"]
+    for s, x in sm.items():
       mean_over = float(np.mean([x["success_rate"][r]["mean"]
                                  for r in range(rounds)]))
+      e = st.get(s, {})
       lines.append(
-          f"| {st} | {len(x['seeds'])} | "
+          f"| {s} | {len(x['seeds'])} | "
           + " | ".join(_pm(x["success_rate"][c]) for c in cols)
           + f" | {_pm(x['accuracy'][-1])} | {100 * mean_over:.2f} "
-          f"| {x['wall_time_s'] / len(x['seeds']):.0f} |")
-  return "\n".join(lines)
+          f"| {x['wall_time_s'] / len(x['seeds']):.0f} "
+          f"| {stats.format_interval(e.get('aubc'))} "
+          f"| {stats.format_p(e.get('p_value'))} "
+          f"| {stats.format_p(e.get('p_value_final'))} "
+          f"| {stats.format_saved(e.get('queries_saved'))} |")
+  return "\n".join(lines + notes)
 
 
 def update_readme(name: str, out,

@@ -8,7 +8,10 @@
 Options: --parts=a,b runs only those parts, --seeds=1,2 only those seeds
 (two processes can share the work, e.g. one per core with `taskset -c 0` /
 `-c 1`); --publish_only
-rewrites the results from what is on disk; --runs=DIR (default runs/).
+rewrites the results from what is on disk; --runs=DIR (default runs/);
+--restats recomputes the statistics (AUBC, p vs random, queries saved) of
+the published docs/results/<name>.json from the records it holds, without
+runs/ (with --readme, also its tables in docs/papers.md).
 
 Every part is one `jaxkd.experiment` job in its own workdir under runs/
 (a killed part resumes where it stopped when the same command is run
@@ -35,7 +38,8 @@ sys.path.insert(0, HERE)
 from jaxkd import experiment  # noqa: E402
 from jaxkd.teacher_training import TEACHER_JSON  # noqa: E402
 from protocols import REPRODUCTIONS, Part, with_fields  # noqa: E402
-from publish import markdown, publish, update_readme  # noqa: E402
+from publish import (RESULTS, add_statistics, markdown, publish,  # noqa: E402
+                     update_readme)
 
 
 def run_part(part: Part) -> None:
@@ -58,10 +62,20 @@ def main(argv=None):
                   help="run only these seeds of the chosen parts (another "
                   "process may run the others in the same workdirs)")
   ap.add_argument("--publish_only", action="store_true")
+  ap.add_argument("--restats", action="store_true",
+                  help="recompute the statistics of the published JSON "
+                  "from its records (no runs needed)")
   ap.add_argument("--readme", action="store_true",
                   help="also rewrite this reproduction's tables in docs/papers.md")
   ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
   args = ap.parse_args(argv)
+  if args.restats:
+    out = add_statistics(os.path.join(RESULTS, f"{args.name}.json"))
+    print(markdown(out))
+    if args.readme:
+      update_readme(args.name, out)
+    print(f"wrote docs/results/{args.name}.json: statistics recomputed")
+    return
   parts = REPRODUCTIONS[args.name]["parts"](args.runs)
   by_name = {p.name: p for p in parts}
   chosen = ([by_name[n] for n in args.parts.split(",") if n in by_name]
