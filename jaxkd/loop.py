@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxkd import multihost, train
+from jaxkd import multihost, resources, train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.data import sources
@@ -293,29 +293,39 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
       log(f"[{name}] stopped after round {records[-1]['round']} "
           f"({records[-1]['stopped']}); no further rounds are run")
       start = settings.rounds + 1
+    memory = resources.PeakMemory()
     for r in range(start, settings.rounds + 1):
       t0 = time.time()
+      watch = resources.Stopwatch()
+      memory.reset()
       forwards_before = oracle.unpaid_forwards
       ctx.round = r
       if r == 0:
-        oracle.query(initial_indices, round=0)
+        with watch("pay"):
+          oracle.query(initial_indices, round=0)
         selected = len(initial_indices)
       else:
-        paid = oracle.queried_indices(max_round=r - 1)
-        ctx.available = ~np.isin(candidate_indices, paid)
-        inputs = _selection_inputs(strat, ctx)
-        key = jax.random.fold_in(jax.random.key(settings.seed), r)
-        query = strat.select(key, ctx, inputs, settings.per_round,
-                             **dataclasses.asdict(options))
-        _check_query_size(name, query, settings.per_round)
-        selected = query.pay(ctx, round=r)
-      images, targets = strat.training_data(ctx, r)
-      prev = None if settings.retrain else ctx.state
-      ctx.state, ctx.extra = strat.train(
-          ctx, images, targets, seed=settings.seed + 1000 * r, state=prev,
-          extra=ctx.extra)
+        with watch("select"):
+          paid = oracle.queried_indices(max_round=r - 1)
+          ctx.available = ~np.isin(candidate_indices, paid)
+          inputs = _selection_inputs(strat, ctx)
+          key = jax.random.fold_in(jax.random.key(settings.seed), r)
+          query = strat.select(key, ctx, inputs, settings.per_round,
+                               **dataclasses.asdict(options))
+          _check_query_size(name, query, settings.per_round)
+          jax.block_until_ready(query)
+        with watch("pay"):
+          selected = query.pay(ctx, round=r)
+      with watch("train"):
+        images, targets = strat.training_data(ctx, r)
+        prev = None if settings.retrain else ctx.state
+        ctx.state, ctx.extra = strat.train(
+            ctx, images, targets, seed=settings.seed + 1000 * r, state=prev,
+            extra=ctx.extra)
+        jax.block_until_ready(ctx.state)
       rec = _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
                           test_labels, teacher_accuracy, log, t0,
+                          costs=resources.round_costs(watch, memory),
                           selected=selected, train_size=len(images),
                           unpaid_teacher_forwards=(oracle.unpaid_forwards
                                                    - forwards_before))
@@ -411,7 +421,8 @@ def _check_ledger(oracle: TeacherOracle, meta, ckpt, log, name):
 
 
 def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
-                  test_labels, teacher_accuracy, log, t0, **extra):
+                  test_labels, teacher_accuracy, log, t0, costs=None,
+                  **extra):
   """Evaluates, records, checkpoints (state + records) and logs one round."""
   acc = train.accuracy(ctx.student, ctx.state.variables, test_images,
                        test_labels, mesh=ctx.mesh)
@@ -422,7 +433,7 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
              teacher_accuracy=float(teacher_accuracy),
              success_rate=acc / max(float(teacher_accuracy), 1e-12),
              wall_time=time.time() - t0,
-             **{k: int(v) for k, v in extra.items()})
+             **{k: int(v) for k, v in extra.items()}, **(costs or {}))
   if r < ctx.settings.rounds:
     reason, fields = stop_reason(ctx.settings.stop, records + [rec],
                                  ctx.settings.per_round, ctx.settings.seed)

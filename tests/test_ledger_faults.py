@@ -24,6 +24,7 @@ import sys
 
 import pytest
 
+from jaxkd.resources import MEASURED_FIELDS
 from jaxkd.validation import JaxkdError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,7 +65,8 @@ def _rows(path):
 
 
 def _strip(records):
-  return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+  return [{k: v for k, v in r.items() if k not in MEASURED_FIELDS}
+          for r in records]
 
 
 def _make_runs(base):

@@ -21,6 +21,7 @@ from jaxkd import loop, settings
 from jaxkd.configs import common
 from jaxkd.models import get_model
 from jaxkd.teacher import TeacherOracle
+from jaxkd.resources import MEASURED_FIELDS
 from jaxkd.validation import JaxkdError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,7 +87,8 @@ def _run(run_dir, stop=loop.StopRule(), teacher=None, log=None):
 
 
 def _strip(records):
-  return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+  return [{k: v for k, v in r.items() if k not in MEASURED_FIELDS}
+          for r in records]
 
 
 def _first_reaching(records, target):

@@ -147,8 +147,10 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
          f"{len(runs)} seed(s) from {workdir}")
     results[name] = runs
   teacher_name = settings.teacher.url or settings.teacher.model
+  stats = report.strategy_statistics(results)
   extra = {"unpaid_teacher_forwards": report.unpaid_forwards(results),
            "ranking": report.rank_strategies(results),
+           "statistics": stats,
            "allow_overlap": settings.allow_overlap,
            "split_overlap": pools.overlap}
   priced = bool(settings.price_per_query)
@@ -156,7 +158,8 @@ def run(settings: ActiveSettings, workdir: str, accepted: List[str] = ()
     extra["money_spent"] = money
   return report.write_report(
       settings, workdir, results, teacher_acc, t_start, accepted,
-      table=report.summary_table(results, money if priced else None),
+      table=(report.summary_table(results, money if priced else None)
+             + "\n\n" + stats["table"]),
       teacher_name=teacher_name,
       title=f"{settings.dataset}: {settings.student} from {teacher_name}",
       extra=extra)
