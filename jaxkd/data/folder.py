@@ -26,8 +26,12 @@ the folder to prove it.
 Item keys are paths relative to the split folder, with `/`.
 
 Grain is not used to index the folder (a directory walk and one decode per
-file); reading batches of a `FolderSource` goes through
-`jaxkd.data.sources.iter_batches`, which uses Grain's reader threads.
+file). Reading batches of a `FolderSource` goes through
+`jaxkd.data.sources.iter_batches`: Pillow's decode holds the GIL, so
+Grain's reader threads do not overlap it; large reads are decoded by a
+persistent pool of spawned reader processes (`read_processes`, started
+once per process rather than once per pass over the pool, importing only
+NumPy and Pillow: `jaxkd.image_decode`), which return uint8 batches.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jaxkd import image_decode
 from jaxkd.data.sources import ImageSource
 from jaxkd.validation import JaxkdError
 
@@ -54,11 +59,9 @@ _MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "F": 1, "P": 3,
 
 def _pillow():
   try:
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise JaxkdError("folder: datasets need Pillow (pip install Pillow)."
-                     ) from None
-  return Image
+    return image_decode.pillow()
+  except image_decode.MissingPillow as e:
+    raise JaxkdError(str(e)) from None
 
 
 def _listing(root: str) -> Tuple[List[str], Optional[List[str]],
@@ -118,33 +121,6 @@ def _read_labels_csv(root: str, files: List[str]
   return listed, labels
 
 
-def _fit(img, shape: Tuple[int, int], mode: str):
-  """Pillow image brought to (H, W) by `mode`."""
-  Image = _pillow()
-  h, w = shape
-  if img.size == (w, h):
-    return img
-  if mode == "resize":
-    return img.resize((w, h), Image.BILINEAR)
-  iw, ih = img.size
-  scale = max(w / iw, h / ih)
-  nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
-  img = img.resize((nw, nh), Image.BILINEAR)
-  left, top = (nw - w) // 2, (nh - h) // 2
-  return img.crop((left, top, left + w, top + h))
-
-
-def _decode(path: str, channels: int, shape: Tuple[int, int], fit: str
-            ) -> np.ndarray:
-  """uint8 [H, W, C] of one file."""
-  Image = _pillow()
-  with Image.open(path) as img:
-    img.load()
-    img = img.convert("L" if channels == 1 else "RGB")
-    arr = np.asarray(_fit(img, shape, fit), np.uint8)
-  return arr.reshape(shape + (channels,))
-
-
 def _probe(path: str):
   """(mode, (W, H), digest of the decoded pixels) of a file after a full
   decode, or (None, the error text, None)."""
@@ -157,6 +133,11 @@ def _probe(path: str):
       return img.mode, img.size, h.digest()
   except Exception as e:  # pylint: disable=broad-except
     return None, f"{type(e).__name__}: {e}", None
+
+
+def changed_file_error(e: image_decode.DecodeError) -> JaxkdError:
+  return JaxkdError(f"{e.path}: cannot be read now ({e.reason}); the folder "
+                    "changed after it was opened.")
 
 
 class FolderSource(ImageSource):
@@ -174,6 +155,10 @@ class FolderSource(ImageSource):
     class_names: the class list to map names to labels (a test split uses
       the train split's).
     threads: decoder threads when opening (default: the CPU count).
+    read_processes: reader processes for batches of more than one batch
+      (`jaxkd.data.sources.iter_batches`; default: the CPU count, at most
+      8); 0 reads on one thread in this process. Pillow's decode holds the
+      GIL, so reader threads do not overlap it and processes do.
 
   Attributes:
     files: [n] relative paths (item keys); labels: [n] int32 or None;
@@ -185,12 +170,15 @@ class FolderSource(ImageSource):
   def __init__(self, root: str, *, image_shape: Optional[Sequence[int]] = None,
                fit: str = "center_crop", skip_bad_files: bool = False,
                class_names: Optional[Sequence[str]] = None,
-               threads: Optional[int] = None, name: Optional[str] = None):
+               threads: Optional[int] = None, name: Optional[str] = None,
+               read_processes: Optional[int] = None):
     if fit not in FIT_MODES:
       raise JaxkdError(f"fit must be one of {FIT_MODES}, got {fit!r}.")
     if not os.path.isdir(root):
       raise JaxkdError(f"{root}: not a folder.")
     self.root, self.fit = root, fit
+    self.read_processes = (min(8, os.cpu_count() or 1)
+                           if read_processes is None else int(read_processes))
     self.name = name or os.path.basename(os.path.normpath(root))
     files, names, classes = _listing(root)
     if names is None and os.path.isfile(os.path.join(root, LABELS_FILE)):
@@ -279,14 +267,20 @@ class FolderSource(ImageSource):
     return (np.asarray([index[n] for n in names], np.int32),
             tuple(str(c) for c in classes))
 
-  def _decode_file(self, f: str) -> np.ndarray:
+  def _decode_files(self, files) -> np.ndarray:
     try:
-      return _decode(os.path.join(self.root, f), self.image_shape_[2],
-                     self.image_shape_[:2], self.fit)
-    except Exception as e:  # pylint: disable=broad-except
-      raise JaxkdError(f"{os.path.join(self.root, f)}: cannot be read now "
-                       f"({type(e).__name__}: {e}); the folder changed after "
-                       "it was opened.") from None
+      return image_decode.decode_many(*self._decode_args(files))
+    except image_decode.DecodeError as e:
+      raise changed_file_error(e) from None
+
+  def _decode_args(self, files):
+    return ([os.path.join(self.root, f) for f in files],
+            self.image_shape_[2], self.image_shape_[:2], self.fit)
+
+  def decode_args(self, indices):
+    """`image_decode.decode_many` arguments for the uint8 [k, H, W, C]
+    items `indices` [k] (a reader process); `read` = that / 255, checked."""
+    return self._decode_args([self.files[int(i)] for i in indices])
 
   # --------------------------------------------------------- interface --
 
@@ -303,9 +297,7 @@ class FolderSource(ImageSource):
     return self.files[int(i)]
 
   def _read(self, indices):
-    out = np.empty((len(indices),) + self.image_shape_, np.uint8)
-    for r, i in enumerate(indices):
-      out[r] = self._decode_file(self.files[int(i)])
+    out = self._decode_files([self.files[int(i)] for i in indices])
     return out.astype(np.float32) / np.float32(255)
 
   def update_hash(self, h, batch_size: int = 0) -> None:

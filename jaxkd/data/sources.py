@@ -133,9 +133,23 @@ class ImageSource:
         raise IndexError(f"indices out of range for {n} items")
     return self.read(idx.astype(np.int64))
 
+  # Reader processes for `iter_batches` (0: read in this process); a
+  # source that sets it implements `decode_args`.
+  read_processes = 0
+
+  def decode_args(self, indices: np.ndarray):
+    """Arguments of `jaxkd.image_decode.decode_many` that return the raw
+    uint8 [k, H, W, C] items `indices` [k] (in a reader process)."""
+    raise NotImplementedError
+
   def read(self, indices: np.ndarray) -> np.ndarray:
     """float32 [k, H, W, C] images of items `indices` [k], checked."""
-    out = np.asarray(self._read(np.asarray(indices, np.int64)), np.float32)
+    indices = np.asarray(indices, np.int64)
+    return self.checked(np.asarray(self._read(indices), np.float32), indices)
+
+  def checked(self, out: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """`out` [k, H, W, C] float32 if it has the items' shape and values in
+    [0, 1]; a one-line JaxkdError naming the first bad item otherwise."""
     if out.shape != (len(indices),) + tuple(self.image_shape):
       raise JaxkdError(f"{self.name}: read {out.shape}, expected "
                        f"{(len(indices),) + tuple(self.image_shape)}.")
@@ -206,6 +220,13 @@ class SubsetSource(ImageSource):
 
   def _read(self, indices):
     return self.base._read(self.indices[indices])
+
+  @property
+  def read_processes(self):
+    return self.base.read_processes
+
+  def decode_args(self, indices):
+    return self.base.decode_args(self.indices[np.asarray(indices, np.int64)])
 
   def item_key(self, i: int) -> str:
     return self.base.item_key(int(self.indices[i]))
@@ -334,7 +355,10 @@ def iter_batches(images: Any, batch_size: int, *, start: int = 0,
 
   For a source, Grain reads batch b = rows [start + b B, start + (b+1) B) on
   `threads` reader threads with `prefetch` batches buffered (decoding and
-  page faults overlap with the caller's work); for an array, slices.
+  page faults overlap with the caller's work); a source with
+  `read_processes` (an image folder: Pillow holds the GIL) is decoded by
+  that many spawned reader processes instead, from `PROCESS_MIN_ITEMS`
+  items and two batches up; for an array, slices.
   """
   n = len(images)
   stop = n if stop is None else stop
@@ -345,6 +369,12 @@ def iter_batches(images: Any, batch_size: int, *, start: int = 0,
   num = -(-(stop - start) // batch_size) if stop > start else 0
   if num == 0:
     return
+  if (getattr(images, "read_processes", 0) and num > 1
+      and stop - start >= PROCESS_MIN_ITEMS):
+    pool = _reader_pool(images.read_processes)
+    if pool is not None and not pool.busy:  # (a pass inside a pass: threads)
+      yield from _process_batches(images, pool, batch_size, start, stop, num)
+      return
   if threads <= 0 or num == 1:
     for b in range(num):
       s = start + b * batch_size
@@ -359,6 +389,62 @@ def iter_batches(images: Any, batch_size: int, *, start: int = 0,
   ds = grain.MapDataset.range(num).map(read).to_iter_dataset(
       grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
   yield from ds
+
+
+# Fewer items than this are read in this process: starting the reader
+# processes (a fraction of a second, once per process) would cost more.
+PROCESS_MIN_ITEMS = 4096
+_POOLS: dict = {}
+
+
+def _reader_pool(workers: int):
+  """A persistent `jaxkd.image_decode.ReaderPool` of `workers` reader
+  processes (one per worker count, closed at exit), or None where
+  processes cannot be started (then threads read)."""
+  pool = _POOLS.get(workers)
+  if pool is None:
+    import atexit  # pylint: disable=g-import-not-at-top
+    from jaxkd import image_decode  # pylint: disable=g-import-not-at-top
+    try:
+      pool = image_decode.ReaderPool(workers)
+    except OSError:
+      return None
+    atexit.register(pool.close)
+    _POOLS[workers] = pool
+  return pool
+
+
+def _process_batches(images, pool, batch_size, start, stop, num):
+  """Batches decoded to uint8 by the reader processes (one in flight per
+  reader), converted (/ 255) and checked here, in order."""
+  from jaxkd import image_decode  # pylint: disable=g-import-not-at-top
+
+  def submit(b):
+    idx = np.arange(start + b * batch_size,
+                    min(start + (b + 1) * batch_size, stop))
+    pool.submit(*images.decode_args(idx))
+    return idx
+
+  pending, nxt = [], 0
+  pool.busy = True
+  try:
+    while nxt < num and len(pending) < pool.workers:
+      pending.append(submit(nxt))
+      nxt += 1
+    while pending:
+      idx = pending.pop(0)
+      try:
+        raw = pool.result()
+      except image_decode.DecodeError as e:
+        from jaxkd.data.folder import changed_file_error  # pylint: disable=g-import-not-at-top
+        raise changed_file_error(e) from None
+      if nxt < num:  # keep that reader busy while the caller works
+        pending.append(submit(nxt))
+        nxt += 1
+      yield images.checked(raw.astype(np.float32) / np.float32(255), idx)
+  finally:
+    pool.drain()  # a pass left early (or failed): the pool stays usable
+    pool.busy = False
 
 
 def gather(images: Any, indices: Sequence[int]) -> np.ndarray:
