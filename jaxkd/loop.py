@@ -28,6 +28,7 @@ Budget; Active Mixup (Wang et al., CVPR 2020).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -86,6 +87,10 @@ class StopRule:
     return self
 
 
+SCHEDULES = ("cosine", "constant", "step", "blocks")
+AUGMENTATIONS = ("", "random_crop")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentTraining:
   """How the student is trained each round (the config's `loop` section)."""
@@ -93,8 +98,28 @@ class StudentTraining:
   batch_size: int = setting(64, "Student batch size.")
   optimizer: str = setting("adam", "Student optimizer (a registered name, "
                            "e.g. adam, sgd).")
-  learning_rate: float = setting(3e-3, "Student peak learning rate (cosine "
-                                 "schedule).")
+  learning_rate: float = setting(3e-3, "Student peak learning rate.")
+  epochs: float = setting(0.0, "Train each round for this many epochs of "
+                          "its training set instead of train_steps (0: "
+                          "train_steps).")
+  schedule: str = setting("cosine", "Learning-rate schedule over a round: "
+                          "cosine, constant, step (x0.1 at 50% and 75%) or "
+                          "blocks (lr_blocks).")
+  lr_blocks: Tuple[float, ...] = setting(
+      (80, 60, 40, 20), "With schedule='blocks': relative block lengths; "
+      "the rate is divided by 10 after each (Active Mixup's official "
+      "80/60/40/20 epochs).")
+  momentum: float = setting(0.9, "SGD momentum (optimizer='sgd').")
+  weight_decay: float = setting(0.0, "Weight decay (SGD: added to the "
+                                "gradient, as PyTorch's; adam: AdamW's).")
+  augment: str = setting("", "Training augmentation: '' (none) or "
+                         "random_crop (zero-pad by crop_padding, cut a "
+                         "random window of the image's size).")
+  crop_padding: int = setting(4, "Padding of random_crop, in pixels.")
+  track_best_test: bool = setting(
+      False, "Also evaluate the test split after every epoch and record the "
+      "best test accuracy and its epoch (how the papers' official code "
+      "selects its result; the last epoch's stays the reported one).")
   loss: str = setting("kd", "Student loss: kd (soft targets), hard_ce, mix, "
                       "or an import path.")
   temperature: float = setting(4.0, "KD temperature T (> 0).")
@@ -117,6 +142,25 @@ class StudentTraining:
                        f"{self.stop!r}.")
     self.stop.validate(f"{prefix}stop.")
     check_number(f"{prefix}train_steps", self.train_steps, integer=True)
+    check_number(f"{prefix}epochs", self.epochs, zero_ok=True)
+    check_number(f"{prefix}momentum", self.momentum, zero_ok=True)
+    check_number(f"{prefix}weight_decay", self.weight_decay, zero_ok=True)
+    check_number(f"{prefix}crop_padding", self.crop_padding, integer=True,
+                 zero_ok=True)
+    if self.momentum >= 1:
+      raise JaxkdError(f"{prefix}momentum must be in [0, 1), got "
+                       f"{self.momentum}.")
+    if self.schedule not in SCHEDULES:
+      raise JaxkdError(f"{prefix}schedule must be one of {SCHEDULES}, got "
+                       f"{self.schedule!r}.")
+    if not self.lr_blocks or any(not isinstance(b, (int, float))
+                                 or isinstance(b, bool) or b <= 0
+                                 for b in self.lr_blocks):
+      raise JaxkdError(f"{prefix}lr_blocks must be positive numbers, got "
+                       f"{self.lr_blocks!r}.")
+    if self.augment not in AUGMENTATIONS:
+      raise JaxkdError(f"{prefix}augment must be one of {AUGMENTATIONS}, "
+                       f"got {self.augment!r}.")
     check_number(f"{prefix}batch_size", self.batch_size, integer=True)
     check_number(f"{prefix}learning_rate", self.learning_rate)
     check_number(f"{prefix}temperature", self.temperature)
@@ -137,22 +181,50 @@ class LoopSettings(StudentTraining):
       {}, "Keyword options of this run's strategy.")
 
 
+def round_steps(settings: StudentTraining, n: int) -> int:
+  """Training steps of a round on n examples: `train_steps`, or
+  ceil(epochs n / batch_size) when `epochs` is set."""
+  if settings.epochs:
+    return max(1, math.ceil(settings.epochs * n / settings.batch_size))
+  return settings.train_steps
+
+
 def fit_student(model, input_shape, settings: LoopSettings, images, targets,
                 labels, seed, mesh, loss, state=None, progress=False,
-                desc="student"):
-  """`settings.train_steps` steps on the given data, from the run's fixed
+                desc="student", test=None, best=None):
+  """`round_steps` steps on the given data, from the run's fixed
   initialisation (key `settings.seed`; `seed` only shuffles), or from `state`
   when fine-tuning. Every round starting from the same init keeps the curve
   about the data, not about init luck. The optimizer and loss are cached
-  objects, so every round reuses one compiled step."""
+  objects, so rounds of one length reuse one compiled step.
+
+  With `settings.track_best_test` and `test` = (images, labels), the test
+  accuracy after every epoch goes into the dict `best` as
+  `best_test_accuracy` / `best_test_epoch` (the highest, first epoch on
+  ties)."""
+  steps = round_steps(settings, len(images))
   if state is None:
-    state = train.create_train_state(model, jax.random.key(settings.seed),
-                                     input_shape, train.student_optimizer(settings))
+    state = train.create_train_state(
+        model, jax.random.key(settings.seed), input_shape,
+        train.student_optimizer(settings, total_steps=steps))
   loss_fn = train.make_loss_fn(loss, temperature=settings.temperature)
+  augment = None
+  if settings.augment == "random_crop":
+    rng = np.random.default_rng([settings.seed, seed])
+    augment = lambda x, t: train.random_crop(x, settings.crop_padding, rng)
+  on_epoch = None
+  if settings.track_best_test and test is not None and best is not None:
+    best.clear()
+
+    def on_epoch(st, epoch):
+      acc = train.accuracy(model, st.variables, test[0], test[1], mesh=mesh)
+      if acc > best.get("best_test_accuracy", -1.0):
+        best.update(best_test_accuracy=acc, best_test_epoch=epoch)
   state, _ = train.fit(model, state, images, targets, labels,
-                       steps=settings.train_steps,
-                       batch_size=settings.batch_size, seed=seed,
-                       loss_fn=loss_fn, mesh=mesh, progress=progress, desc=desc)
+                       steps=steps, batch_size=settings.batch_size,
+                       seed=seed, loss_fn=loss_fn, mesh=mesh,
+                       progress=progress, desc=desc, augment=augment,
+                       on_epoch=on_epoch)
   return state
 
 
@@ -180,6 +252,7 @@ class RoundContext:
   log: Callable[[str], None] = print
   options: Any = None
   job_config: Optional[Dict[str, Any]] = None  # kept in every checkpoint
+  test: Optional[Tuple[Any, np.ndarray]] = None  # (images, labels)
 
   @property
   def input_shape(self):
@@ -204,7 +277,8 @@ class RoundContext:
     return fit_student(
         self.student, self.input_shape, self.settings, images, targets,
         labels, seed, self.mesh, loss or self.settings.loss, state=state,
-        progress=self.progress, desc=desc or f"r{self.round}")
+        progress=self.progress, desc=desc or f"r{self.round}",
+        test=self.test, best=self.cache.setdefault("best_test", {}))
 
   def predict(self, variables, images, return_embeddings=False):
     """Eval-mode logits (and embeddings) of `images` (an array or a
@@ -248,7 +322,11 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
   Returns:
     One dict per round: round, queries (paid in rounds <= this one),
     student_accuracy, teacher_accuracy, success_rate, wall_time (s),
-    selected, train_size, unpaid_teacher_forwards; with the gain rule of
+    selected, train_size, unpaid_teacher_forwards, the round's cost
+    (`jaxkd.resources.round_costs`: select_seconds, pay_seconds,
+    train_seconds, peak_rss_mib, peak_device_mib where reported); with
+    `track_best_test`, best_test_accuracy and best_test_epoch; with the gain
+    rule of
     `settings.stop` on, from the third round, predicted_gain_per_query and
     gain_per_query_upper; on the round where `settings.stop` ends the run
     (fewer than rounds + 1 records), stopped: the reason.
@@ -278,7 +356,7 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
                      candidate_indices=candidate_indices, settings=settings,
                      initial_labels=initial_labels, mesh=mesh,
                      progress=progress, log=log, options=options,
-                     job_config=config)
+                     job_config=config, test=(test_images, test_labels))
   ctx.extra = strat.init_extra(ctx)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
@@ -316,6 +394,7 @@ def run_loop(*, strategy: Union[str, Strategy], student: nn.Module,
           jax.block_until_ready(query)
         with watch("pay"):
           selected = query.pay(ctx, round=r)
+      ctx.cache.pop("best_test", None)
       with watch("train"):
         images, targets = strat.training_data(ctx, r)
         prev = None if settings.retrain else ctx.state
@@ -433,7 +512,8 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
              teacher_accuracy=float(teacher_accuracy),
              success_rate=acc / max(float(teacher_accuracy), 1e-12),
              wall_time=time.time() - t0,
-             **{k: int(v) for k, v in extra.items()}, **(costs or {}))
+             **{k: int(v) for k, v in extra.items()}, **(costs or {}),
+             **ctx.cache.get("best_test", {}))
   if r < ctx.settings.rounds:
     reason, fields = stop_reason(ctx.settings.stop, records + [rec],
                                  ctx.settings.per_round, ctx.settings.seed)

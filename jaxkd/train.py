@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional,
+                    Sequence, Tuple)
 
 import flax
 import flax.linen as nn
@@ -55,9 +56,14 @@ class TrainState(train_state.TrainState):
 def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
                    momentum: float = 0.9, weight_decay: float = 0.0,
                    schedule: str = "cosine", total_steps: int = 1000,
-                   warmup_steps: int = 0) -> optax.GradientTransformation:
+                   warmup_steps: int = 0,
+                   blocks: Tuple[float, ...] = (80, 60, 40, 20)
+                   ) -> optax.GradientTransformation:
   """An optimizer of `OPTIMIZERS` ("sgd" with momentum, "adam" = AdamW, or
-  an import path) with a constant, cosine or step schedule.
+  an import path) with a constant, cosine, step (x 0.1 at 50% and 75% of
+  `total_steps`) or blocks schedule: `total_steps` split in proportion to
+  `blocks`, the rate divided by 10 after each block (Active Mixup's
+  official student: 80, 60, 40, 20 epochs from 0.01).
 
   Cached: equal arguments return the same transformation object, so jitted
   steps that close over it are compiled once, not once per call.
@@ -72,9 +78,40 @@ def make_optimizer(name: str = "sgd", learning_rate: float = 0.05, *,
   elif schedule == "step":
     lr = optax.piecewise_constant_schedule(
         learning_rate, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1})
+  elif schedule == "blocks":
+    lr = optax.piecewise_constant_schedule(
+        learning_rate, {b: 0.1 for b in block_boundaries(total_steps, blocks)})
   else:
-    raise JaxkdError(f"Unknown schedule {schedule!r}; use constant, cosine or step.")
+    raise JaxkdError(f"Unknown schedule {schedule!r}; use constant, cosine, "
+                     "step or blocks.")
   return OPTIMIZERS.get(name)(lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def block_boundaries(total_steps: int, blocks: Sequence[float]) -> List[int]:
+  """Steps at which each block but the last ends: `total_steps` split in
+  proportion to `blocks` (rounded; distinct, in (0, total_steps))."""
+  w = np.cumsum(np.asarray(blocks, np.float64))
+  ends = np.round(total_steps * w[:-1] / w[-1]).astype(int)
+  return sorted({int(e) for e in ends if 0 < e < total_steps})
+
+
+def random_crop(images: np.ndarray, padding: int,
+                rng: np.random.Generator) -> np.ndarray:
+  """Each image [H, W, C] of `images` [B, H, W, C] zero-padded by `padding`
+  on every side and cut back to H x W at a uniform random offset (the
+  official Active Mixup student's `RandomCrop(32, padding=4)`). O(B H W C).
+  """
+  if padding <= 0:
+    return images
+  b, h, w = images.shape[:3]
+  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding),
+                           (0, 0)))
+  dy = rng.integers(0, 2 * padding + 1, b)
+  dx = rng.integers(0, 2 * padding + 1, b)
+  rows = dy[:, None] + np.arange(h)[None]  # [B, H]
+  cols = dx[:, None] + np.arange(w)[None]  # [B, W]
+  return padded[np.arange(b)[:, None, None], rows[:, :, None],
+                cols[:, None, :]]
 
 
 def _sgd(lr, *, momentum, weight_decay):
@@ -96,20 +133,29 @@ OPTIMIZERS.register("sgd", _sgd)
 OPTIMIZERS.register("adam", _adam)
 
 
-def student_optimizer(settings: Any) -> optax.GradientTransformation:
-  """The round loop's student optimizer: `make_optimizer` with a cosine
-  schedule over the run's training steps.
+def student_optimizer(settings: Any, total_steps: Optional[int] = None
+                      ) -> optax.GradientTransformation:
+  """The round loop's student optimizer: `make_optimizer` with the
+  settings' schedule (cosine unless set) over the round's training steps.
 
   Args:
     settings: any object with `optimizer` (a name in `OPTIMIZERS` or an
       import path), `learning_rate` (> 0) and `train_steps` (the schedule's
-      length), e.g. a `jaxkd.loop.LoopSettings`.
+      length), e.g. a `jaxkd.loop.LoopSettings`; `schedule`, `lr_blocks`,
+      `momentum` and `weight_decay` where it has them.
+    total_steps: the schedule's length when not `train_steps` (a round
+      trained for a number of epochs).
 
   Returns:
     The (cached) optax transformation.
   """
-  return make_optimizer(settings.optimizer, settings.learning_rate,
-                        schedule="cosine", total_steps=settings.train_steps)
+  return make_optimizer(
+      settings.optimizer, settings.learning_rate,
+      schedule=getattr(settings, "schedule", "cosine"),
+      total_steps=total_steps or settings.train_steps,
+      momentum=getattr(settings, "momentum", 0.9),
+      weight_decay=getattr(settings, "weight_decay", 0.0),
+      blocks=tuple(getattr(settings, "lr_blocks", (80, 60, 40, 20))))
 
 
 def create_train_state(model: nn.Module, key: jax.Array, input_shape,
@@ -357,7 +403,9 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
         loss_fn: Optional[LossFn] = None, step_fn: Optional[StepFn] = None,
         epochs: Optional[int] = None, steps: Optional[int] = None,
         mesh: Optional[Mesh] = None, desc: str = "train",
-        progress: bool = True):
+        progress: bool = True,
+        augment: Optional[Callable[[np.ndarray, int], np.ndarray]] = None,
+        on_epoch: Optional[Callable[[Any, int], None]] = None):
   """Trains `state` on (images, targets, labels) for `epochs` or `steps`.
 
   Batches come from `batch_stream`: a continuous stream of seeded shuffled
@@ -379,6 +427,10 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
       None with a `step_fn` that does not use them.
     labels: [N] int hard labels (default: argmax of targets).
     loss_fn / step_fn: exactly one of them.
+    augment: `augment(batch_images, t) -> batch_images` applied on the host
+      to every batch (t = step), e.g. a `random_crop`.
+    on_epoch: called as `on_epoch(state, epoch)` after every run of
+      ceil(N / batch_size) steps (epoch counts from 1).
 
   Returns:
     (state, history) where history lists the mean loss of each run of
@@ -422,6 +474,8 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
     idx = next(stream)
     rows = tuple(None if a is None else a[idx]
                  for a in (images, targets, labels))
+    if augment is not None:
+      rows = (np.asarray(augment(rows[0], t), np.float32),) + rows[1:]
     if t == 0:
       with _shape_errors(images):
         state, metrics = step_fn(state, rows, t)
@@ -433,6 +487,8 @@ def fit(model: nn.Module, state: TrainState, images: np.ndarray,
       history.append(float(np.mean(jax.device_get(epoch_losses))))
       epoch_losses = []
       bar.set_postfix(loss=f"{history[-1]:.4f}")
+      if on_epoch is not None:
+        on_epoch(state, len(history))
   bar.close()
   return state, history
 
