@@ -13,6 +13,16 @@ forward, one student forward and one backward per image): the paper reports
 E relative to that (KD = 100%). UNIX spends N student forwards on the
 uncertainty pass and k of each kind on the kept images.
 
+Two conventions for B_s. XLA's count of the gradient (`KDCost` from
+`kd_cost`) makes B_s about 2 F_s (weight and input gradients). The paper
+counts a student backward as one forward, B_s = F_s (`KDCost.paper`): then
+a UNIX step of N images keeping k costs, relative to KD,
+
+  (k F_t + (N + k) F_s + k F_s) / (N (F_t + 2 F_s)) = k / N + 1 / (r + 2),
+
+with r = F_t / F_s; every computation cell of the paper's tables is this
+(r = 38.17, k = 48, N = 64 gives 77.49%, Table 1).
+
 References:
   Xu, Liu, Loy. Computation-Efficient Knowledge Distillation via
   Uncertainty-Aware Mixup, arXiv:2012.09413, Sec. 3 (computation cost).
@@ -49,6 +59,11 @@ class KDCost:
   def teacher_student_ratio(self) -> float:
     """F_t / F_s, the paper's column."""
     return self.teacher_forward / self.student_forward
+
+  def paper(self) -> "KDCost":
+    """The paper's convention: a student backward costs one forward
+    (B_s = F_s, Eq. 11), F_t and F_s unchanged."""
+    return dataclasses.replace(self, student_backward=self.student_forward)
 
   @property
   def kd_per_example(self) -> float:
@@ -88,8 +103,7 @@ def model_cost(model: nn.Module, variables: Dict[str, Any],
   """
   if batch_size < 1:
     raise JaxkdError(f"batch_size must be >= 1, got {batch_size}.")
-  if getattr(model, "conv_impl", "xla") != "xla":
-    model = model.clone(conv_impl="xla")
+  model = _xla_form(model)
   x = jax.ShapeDtypeStruct((batch_size,) + tuple(input_shape), jnp.float32)
   variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                            variables)
@@ -106,6 +120,17 @@ def model_cost(model: nn.Module, variables: Dict[str, Any],
   both = compiled_flops(jax.value_and_grad(loss), params, rest, x)
   return ModelCost(forward=fwd / batch_size,
                    backward=max(both - fwd, 0.0) / batch_size)
+
+
+def _xla_form(model: nn.Module) -> nn.Module:
+  """`model` with XLA's convolution (`conv_impl="xla"`), also inside a
+  wrapper holding it as `model` (`jaxkd.unix.Standardized`)."""
+  if getattr(model, "conv_impl", "xla") != "xla":
+    return model.clone(conv_impl="xla")
+  inner = getattr(model, "model", None)
+  if isinstance(inner, nn.Module):
+    return model.clone(model=_xla_form(inner))
+  return model
 
 
 def kd_cost(student: nn.Module, student_variables, teacher: nn.Module,
@@ -160,6 +185,14 @@ class CostCounter:
     if self.images == 0:
       raise JaxkdError("No steps counted yet.")
     return self.flops(cost) / (self.images * cost.kd_per_example)
+
+  @classmethod
+  def from_dict(cls, counts: Dict[str, int]) -> "CostCounter":
+    """The counter `as_dict` wrote (a run record's "counts")."""
+    c = cls()
+    c.add(counts["images"], counts["teacher_forwards"],
+          counts["student_forwards"], counts["student_backwards"])
+    return c
 
   def as_dict(self) -> Dict[str, int]:
     return {"images": self.images, "teacher_forwards": self.teacher_forwards,

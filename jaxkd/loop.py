@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxkd import multihost, resources, train
+from jaxkd import health, multihost, resources, train
 from jaxkd.fields import setting
 from jaxkd.checkpoint import Checkpointer, write_json_atomic
 from jaxkd.data import sources
@@ -88,7 +88,7 @@ class StopRule:
 
 
 SCHEDULES = ("cosine", "constant", "step", "blocks")
-AUGMENTATIONS = ("", "random_crop")
+AUGMENTATIONS = ("", "random_crop", "random_crop_flip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +112,10 @@ class StudentTraining:
   momentum: float = setting(0.9, "SGD momentum (optimizer='sgd').")
   weight_decay: float = setting(0.0, "Weight decay (SGD: added to the "
                                 "gradient, as PyTorch's; adam: AdamW's).")
-  augment: str = setting("", "Training augmentation: '' (none) or "
+  augment: str = setting("", "Training augmentation: '' (none), "
                          "random_crop (zero-pad by crop_padding, cut a "
-                         "random window of the image's size).")
+                         "random window of the image's size) or "
+                         "random_crop_flip (and mirror half the images).")
   crop_padding: int = setting(4, "Padding of random_crop, in pixels.")
   track_best_test: bool = setting(
       False, "Also evaluate the test split after every epoch and record the "
@@ -209,9 +210,14 @@ def fit_student(model, input_shape, settings: LoopSettings, images, targets,
         train.student_optimizer(settings, total_steps=steps))
   loss_fn = train.make_loss_fn(loss, temperature=settings.temperature)
   augment = None
-  if settings.augment == "random_crop":
+  if settings.augment:
     rng = np.random.default_rng([settings.seed, seed])
-    augment = lambda x, t: train.random_crop(x, settings.crop_padding, rng)
+    flip = settings.augment == "random_crop_flip"
+
+    def augment(x, t):
+      del t
+      x = train.random_crop(x, settings.crop_padding, rng)
+      return train.random_flip(x, rng) if flip else x
   on_epoch = None
   if settings.track_best_test and test is not None and best is not None:
     best.clear()
@@ -505,6 +511,11 @@ def _finish_round(r, ctx, records, ckpt, workdir, name, test_images,
   """Evaluates, records, checkpoints (state + records) and logs one round."""
   acc = train.accuracy(ctx.student, ctx.state.variables, test_images,
                        test_labels, mesh=ctx.mesh)
+  classes = ctx.oracle.num_classes or getattr(ctx.student, "num_classes", 0)
+  if classes and classes >= 2:
+    warning = health.chance_warning(acc, classes, f"[{name}] round {r}")
+    if warning:
+      log(warning)
   # Paid in rounds <= r: the ledger may already hold rows of a later round
   # that was interrupted before its checkpoint.
   queries = len(ctx.oracle.entries(max_round=r))

@@ -37,6 +37,16 @@ strategies in `jaxkd.scores`). Training goes through `jaxkd.train.fit`:
 `unix_step_fn` is its step function and `unix_fit` the call; the passes each
 step costs are counted in `jaxkd.cost` (`unix_step_counts`, `CostCounter`).
 
+Student inputs. The student is trained on standardized images,
+(x - mean) / std per channel over the train split (`standardized`), as the
+paper's code normalizes CIFAR before both networks; the teacher sees the
+images as given. On raw [0, 1] digits every first-layer pre-activation of a
+ReLU student is w . x + b with x >= 0: the first steps sit on a plateau and
+escape it abruptly near the end of warm-up, and the gradient spike of that
+escape, carried on by momentum, pushes a channel's kernel and bias negative
+for every input at once. A LeNet-5/2 has 3 such channels; with all of them
+dead it stays at the uniform output. Centred inputs remove both.
+
 Ablations of the paper are `UnixConfig` switches (`method_config` names them):
 plain KD (all N, no student pass), Random+KD (random k of N, no mixup),
 uncertainty without mixup, mixup without uncertainty (random order),
@@ -173,6 +183,38 @@ def method_config(method: str, *, batch_size: int, k: int,
   fields = dict(METHODS[method], k=batch_size if method == "kd" else k)
   fields.update(overrides)
   return UnixConfig(**fields).validate(batch_size)
+
+
+# -------------------------------------------------------- student inputs ---
+
+
+class Standardized(nn.Module):
+  """`model` applied to (x - mean) / std, per channel (an affine map of the
+  input, so mixing raw images equals mixing standardized ones). Variables
+  are `model`'s, under "model"."""
+  model: nn.Module
+  mean: Tuple[float, ...] = (0.0,)
+  std: Tuple[float, ...] = (1.0,)
+
+  @property
+  def num_classes(self) -> int:
+    return self.model.num_classes
+
+  def __call__(self, x, train: bool = False, return_features: bool = False):
+    x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+    return self.model(x, train=train, return_features=return_features)
+
+
+def standardized(model: nn.Module, images: np.ndarray) -> Standardized:
+  """`model` on inputs standardized with the per-channel mean and std of
+  `images` [N, H, W, C] (a channel with std 0 is only centred)."""
+  check_rank("images", images, 4)
+  x = np.asarray(images, np.float64)
+  mean = x.mean(axis=(0, 1, 2))
+  std = x.std(axis=(0, 1, 2))
+  std = np.where(std > 0, std, 1.0)
+  return Standardized(model, tuple(float(v) for v in mean),
+                      tuple(float(v) for v in std))
 
 
 # ------------------------------------------------------------ pure parts ---

@@ -57,3 +57,41 @@ def test_computation_and_counter_hand_values():
   kd = cost.CostCounter()
   kd.add(64, 64, 64, 64)
   assert kd.relative_to_kd(c) == pytest.approx(1.0)
+
+
+# The paper's Table 1 (CIFAR-100, N = 64): F_t / F_s and UNIXKD's
+# computation (% of KD) for k = 40 and k = 48, as printed.
+_TABLE1 = [(38.17, 64.99, 77.49), (174.00, 63.07, 75.57),
+           (13.56, 68.93, 81.43), (27.16, 65.93, 78.43),
+           (23.49, 66.42, 78.92), (8.22, 72.29, 84.79)]
+
+
+def test_paper_convention_hand_formula_gives_the_published_cells():
+  """With B_s = F_s (Eq. 11) a UNIX step costs
+  (k F_t + (N + k) F_s + k F_s) / (N (F_t + 2 F_s)) = k/N + 1/(r + 2) of
+  KD; e.g. r = 38.17, k = 48: 0.75 + 1/40.17 = 77.49%. The cells agree
+  to 0.01 point (r is printed rounded: r = 8.22, k = 40 gives 72.28 for
+  the printed 72.29)."""
+  assert round(100 * (48 / 64 + 1 / (38.17 + 2)), 2) == 77.49
+  for r, cell40, cell48 in _TABLE1:
+    for k, cell in ((40, cell40), (48, cell48)):
+      hand = (k * r + (64 + k) + k) / (64 * (r + 2))
+      assert 100 * hand == pytest.approx(cell, abs=0.0101)
+      # the counter and KDCost.paper: any B_s from XLA is replaced by F_s
+      c = cost.KDCost(teacher_forward=r, student_forward=1.0,
+                      student_backward=2.1).paper()
+      assert c.student_backward == 1.0 and c.teacher_student_ratio == r
+      counter = cost.CostCounter()
+      counter.add(64, k, 64 + k, k)
+      assert counter.relative_to_kd(c) == pytest.approx(hand, rel=1e-12)
+      # Random+KD (k = 48, no uncertainty pass): 75% in either convention
+      rnd = cost.CostCounter()
+      rnd.add(64, 48, 48, 48)
+      assert rnd.relative_to_kd(c) == pytest.approx(0.75)
+
+
+def test_counter_round_trips_through_its_record():
+  counter = cost.CostCounter()
+  counter.add(64, 48, 112, 48)
+  again = cost.CostCounter.from_dict(counter.as_dict())
+  assert again.as_dict() == counter.as_dict()

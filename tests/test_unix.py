@@ -257,6 +257,12 @@ def test_unix_job_runs_through_the_one_entry_point(tmp_path):
   assert ux["computation"] == pytest.approx(
       (12 * ft + (12 + 16) * fs + 12 * bs) / (16 * (ft + fs + bs)))
   assert ux["counts"]["teacher_forwards"] == 2 * 12
+  # the paper's convention B_s = F_s (Eq. 11) beside XLA's, and F_t / F_s
+  assert ux["flops_ratio"] == pytest.approx(ft / fs)
+  assert out["flops_ratio"] == pytest.approx(ft / fs)
+  assert kd["computation_paper"] == pytest.approx(1.0)
+  assert ux["computation_paper"] == pytest.approx(
+      (12 * ft + (12 + 16) * fs + 12 * fs) / (16 * (ft + 2 * fs)))
   assert "UNIX" in out["table"] and (tmp_path / "results.json").exists()
 
 

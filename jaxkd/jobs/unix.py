@@ -2,9 +2,12 @@
 
 Every method and seed trains a student through `train.fit` with the UNIX
 step (`jaxkd.unix.unix_fit`), the same epochs for all, from one teacher;
-computation E = N_t F_t + N_s1 F_s + N_s2 B_s from XLA's FLOP counts,
-relative to plain KD (100%). A finished (method, seed) is saved as
-workdir/<method>/seed<s>.json and restored on resume.
+computation E = N_t F_t + N_s1 F_s + N_s2 B_s relative to plain KD (100%),
+in two conventions: `computation` with F_t, F_s and B_s from XLA's FLOP
+counts, `computation_paper` with the paper's B_s = F_s (Eq. 11, the
+convention of every computation cell of its tables; `cost.KDCost.paper`).
+Each run record also holds `flops_ratio` = F_t / F_s. A finished (method,
+seed) is saved as workdir/<method>/seed<s>.json and restored on resume.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Dict, List
 import jax
 import numpy as np
 
-from jaxkd import cost, parallel, plotting, report, run_dir, train
+from jaxkd import cost, health, parallel, plotting, report, run_dir, train
 from jaxkd import teacher_sources, unix
 from jaxkd.checkpoint import write_json_atomic
 from jaxkd.jobs.inputs import check_test_overlap, load_data
@@ -43,6 +46,16 @@ def train_subset(settings: UnixJobSettings, ds):
   return x, y
 
 
+def computation_fields(counter: cost.CostCounter, flops: cost.KDCost
+                       ) -> Dict[str, float]:
+  """A run's computation relative to plain KD: `computation` (B_s from
+  XLA's gradient count), `computation_paper` (B_s = F_s, the paper's
+  Eq. 11) and `flops_ratio` F_t / F_s."""
+  return {"computation": counter.relative_to_kd(flops),
+          "computation_paper": counter.relative_to_kd(flops.paper()),
+          "flops_ratio": flops.teacher_student_ratio}
+
+
 def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
         ) -> Dict[str, Any]:
   """Runs (or resumes) every method x seed; returns results.json."""
@@ -56,7 +69,10 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
       settings.teacher, ds, train_x, train_y, ds.test_images, ds.test_labels,
       workdir, dataset_name=settings.dataset, mesh=mesh,
       progress=settings.progress)
-  student = get_model(settings.student, ds.num_classes)
+  # Trained on standardized inputs (per-channel train mean and std, as the
+  # paper's code normalizes): see jaxkd.unix, "Student inputs".
+  student = unix.standardized(get_model(settings.student, ds.num_classes),
+                              train_x)
   steps_per_epoch = -(-len(train_x) // uc.batch_size)
   tx = train.make_optimizer(
       uc.optimizer, uc.lr, weight_decay=uc.weight_decay,
@@ -74,7 +90,10 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
       done = run_dir.run_path(workdir, method, seed) + ".json"
       if os.path.isfile(done):  # finished before an interruption: resume.
         with open(done) as f:
-          runs.append(json.load(f))
+          rec = json.load(f)
+        # A record written before computation_paper existed gets it now.
+        runs.append({**computation_fields(
+            cost.CostCounter.from_dict(rec["counts"]), flops), **rec})
         _log(f"{name} seed {seed}: "
              f"{100 * runs[-1]['student_accuracy']:.2f}% (restored)")
         continue
@@ -89,9 +108,13 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
           desc=f"{method} seed {seed}")
       acc = train.accuracy(student, state.variables, ds.test_images,
                            ds.test_labels, mesh=mesh)
+      warning = health.chance_warning(acc, ds.num_classes,
+                                      f"{name} seed {seed}")
+      if warning:
+        _log(warning)
       runs.append({"seed": seed, "student_accuracy": acc,
                    "success_rate": acc / max(teacher_acc, 1e-12),
-                   "computation": counter.relative_to_kd(flops),
+                   **computation_fields(counter, flops),
                    "counts": counter.as_dict(), "final_loss": history[-1],
                    "wall_time": time.time() - t0})
       write_json_atomic(done, runs[-1])
@@ -100,12 +123,15 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
     results[method] = [runs]
     acc = [r["student_accuracy"] for r in runs]
     comp = [r["computation"] for r in runs]
+    paper = [r["computation_paper"] for r in runs]
     rows.append((np.mean(acc), [name, report.mean_std(acc),
-                                report.mean_std(comp), str(len(runs))]))
+                                report.mean_std(comp), report.mean_std(paper),
+                                str(len(runs))]))
   rows.sort(key=lambda r: -r[0])
   table = plotting.format_table(
       [[str(i + 1)] + r[1] for i, r in enumerate(rows)],
-      ["rank", "method", "accuracy %", "computation % of KD", "seeds"])
+      ["rank", "method", "accuracy %", "computation % of KD (XLA)",
+       "computation % of KD (paper, B_s = F_s)", "seeds"])
   title = (f"{settings.dataset} ({len(train_x)} train): UNIX, "
            f"{settings.student} from {settings.teacher.model}, F_t/F_s = "
            f"{flops.teacher_student_ratio:.2f}, N = {uc.batch_size}, "
@@ -114,5 +140,6 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
       settings, workdir, results, teacher_acc, t_start, accepted,
       table=table, title=title, teacher_name=settings.teacher.model,
       extra={"flops_per_image": vars(flops),
+             "flops_ratio": flops.teacher_student_ratio,
              "allow_overlap": settings.allow_overlap,
              "split_overlap": overlap})
