@@ -114,6 +114,15 @@ def random_crop(images: np.ndarray, padding: int,
                 cols[:, None, :]]
 
 
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Each image of `images` [B, H, W, C] mirrored left-right with
+  probability 1/2 (torchvision's `RandomHorizontalFlip`)."""
+  flip = rng.random(len(images)) < 0.5
+  out = images.copy()
+  out[flip] = images[flip, :, ::-1]
+  return out
+
+
 def _sgd(lr, *, momentum, weight_decay):
   tx = optax.sgd(lr, momentum=momentum, nesterov=False)
   if weight_decay:

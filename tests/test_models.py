@@ -23,7 +23,10 @@ from jaxkd.validation import JaxkdError
 SHAPES = {"digits": (8, 8, 1), "cifar": (32, 32, 3)}
 # Deep models compiled on one shape only, to keep the file fast.
 ONE_SHAPE = {"resnet32x4": "cifar", "shufflenet_v1": "digits",
-             "mobilenetv2": "digits"}
+             "mobilenetv2": "digits", "resnet56": "digits",
+             "vgg13": "cifar", "vgg16": "cifar", "vgg16_am": "cifar",
+             "wrn_40_1": "digits", "wrn_40_2": "digits",
+             "lenet5_w2": "digits", "lenet5_w4": "digits"}
 ALL = models.model_names()
 
 
@@ -144,7 +147,8 @@ def test_outputs_and_features(name, shape_name):
 def test_batch_norm_state(name, shape_name):
   _, variables, out = _run(name, shape_name)
   if not has_batch_norm(variables):
-    assert name in ("mlp", "lenet5", "lenet5_half")
+    assert name in ("mlp", "lenet5", "lenet5_half", "lenet5_w2",
+                    "lenet5_w4")
     return
   old = variables["batch_stats"]
   first = lambda t: jax.tree.map(lambda a: a[0], t)  # batch x, not x_swap

@@ -101,3 +101,11 @@ def test_best_test_epoch_is_the_max_of_the_per_epoch_accuracies():
   assert len(accs) == 4
   assert best["best_test_accuracy"] == max(accs)
   assert best["best_test_epoch"] == int(np.argmax(accs)) + 1
+
+
+def test_random_flip_mirrors_about_half_and_leaves_the_rest():
+  x = np.random.default_rng(1).random((400, 3, 5, 1)).astype(np.float32)
+  got = train.random_flip(x, np.random.default_rng(3))
+  flipped = np.array([np.array_equal(g, xi[:, ::-1]) for g, xi in zip(got, x)])
+  kept = np.array([np.array_equal(g, xi) for g, xi in zip(got, x)])
+  assert np.all(flipped ^ kept) and 150 < flipped.sum() < 250

@@ -32,7 +32,8 @@ from jaxkd.validation import JaxkdError
 # when their module (listed in `modules`) is imported on the first lookup.
 # Register more with `register_model`, or name one by import path
 # 'pkg.mod:factory'.
-MODELS = Registry("model", modules=("jaxkd.models.cifar",))
+MODELS = Registry("model", modules=("jaxkd.models.cifar",
+                                     "jaxkd.models.wide"))
 MODELS.register("mlp", lenet.MLP)
 MODELS.register("lenet5", lenet.LeNet5)
 MODELS.register("lenet5_half", functools.partial(

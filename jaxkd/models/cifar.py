@@ -16,6 +16,11 @@ ShuffleNetV1.
   resnet20 0.28M, resnet8x4 1.23M, resnet32x4 7.43M, vgg8 3.96M,
   wrn_16_2 0.70M, mobilenetv2 (RepDistiller's `mobile_half`) 0.81M,
   shufflenet_v1 0.95M).
+* `resnet56`, `vgg13`, `vgg16`, `wrn_40_1`, `wrn_40_2`: the teachers (and
+  wrn_40_1 student) of the same zoo, which UNIX's official CIFAR-100 pairs
+  use (xuguodong03/UNIXKD `models/__init__.py`).
+* `vgg16_am`: VGG-16 as Active Mixup's code builds it (dwang181/active-mixup
+  `models/vgg.py`): the `vgg16` widths with a 2x2 max-pool after every block.
 
 All models take NHWC input of any spatial size >= 8 (so 8x8x1 digits as well as
 32x32x3 CIFAR): global average pooling replaces the fixed-size pools, and
@@ -265,12 +270,15 @@ class VGG(nn.Module):
 
   Five blocks of (conv3x3 + BN + ReLU) x len(cfg[i]); 2x2 max-pools after
   blocks 0-2 (and after block 3 when the input is >= 64 pixels), then global
-  average pooling and one linear layer.
+  average pooling and one linear layer. With `pool_every_block` a 2x2
+  max-pool follows every block (the kuangliu-style VGG that Active Mixup's
+  code uses: on 32x32 input blocks 3 and 4 run at 4x4 and 2x2, then 1x1).
 
   Maps: the five post-ReLU block outputs. Embedding: the pooled [B, 512].
   """
   num_classes: int = 10
   cfg: Sequence[Sequence[int]] = ((64,), (128,), (256,), (512,), (512,))
+  pool_every_block: bool = False
   has_linear_stem: ClassVar[bool] = True
 
   def setup(self):
@@ -289,13 +297,15 @@ class VGG(nn.Module):
     big_input = h.shape[1] >= 64
     maps = []
     for i, (convs, bns) in enumerate(zip(self.convs, self.bns)):
-      if i > 0 and (i <= 3 or big_input):
-        h = nn.max_pool(h, (2, 2), strides=(2, 2))
+      if i > 0 and (i <= 3 or big_input or self.pool_every_block):
+        h = _max_pool_at_least(h, 2, 2)
       for j, (conv, bn) in enumerate(zip(convs, bns)):
         if i or j:
           h = conv(h)
         h = nn.relu(bn(h, use_running_average=not train))
       maps.append(h)
+    if self.pool_every_block:
+      h = _max_pool_at_least(h, 2, 2)
     emb = _global_avg_pool(h)
     return model_outputs(self.classifier(emb), emb, maps, return_features)
 
@@ -522,6 +532,11 @@ class ShuffleNetV1(nn.Module):
 # lookup; a name a user registered before that keeps the user's entry)
 # ----------------------------------------------------------------------------
 
+# RepDistiller's vgg13_bn / vgg16_bn block widths (cfg "A" / "D").
+_VGG13 = ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512))
+_VGG16 = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
+          (512, 512, 512))
+
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "alexnet_cifar": AlexNetCifar,
     "alexnet_cifar_half": functools.partial(
@@ -532,8 +547,15 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
                                    num_filters=(32, 64, 128, 256)),
     "resnet32x4": functools.partial(CifarResNet, depth=32,
                                     num_filters=(32, 64, 128, 256)),
+    "resnet56": functools.partial(CifarResNet, depth=56,
+                                  num_filters=(16, 16, 32, 64)),
     "vgg8": VGG,
+    "vgg13": functools.partial(VGG, cfg=_VGG13),
+    "vgg16": functools.partial(VGG, cfg=_VGG16),
+    "vgg16_am": functools.partial(VGG, cfg=_VGG16, pool_every_block=True),
     "wrn_16_2": functools.partial(WideResNet, depth=16, widen_factor=2),
+    "wrn_40_1": functools.partial(WideResNet, depth=40, widen_factor=1),
+    "wrn_40_2": functools.partial(WideResNet, depth=40, widen_factor=2),
     "mobilenetv2": functools.partial(MobileNetV2, expansion=6, width_mult=0.5),
     "shufflenet_v1": ShuffleNetV1,
 }
