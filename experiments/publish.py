@@ -94,6 +94,11 @@ def collect_unix(part: Part, missing):
                   "accuracy": _ms([r["student_accuracy"] for r in recs]),
                   "computation": _ms([r["computation"] for r in recs]),
                   "wall_time_s": float(sum(r["wall_time"] for r in recs))}
+    # Records written since the job counts both conventions (B_s = F_s as
+    # in the paper, and F_t / F_s) carry these; older ones do not.
+    for key in ("computation_paper", "flops_ratio"):
+      if all(r.get(key) is not None for r in recs):
+        summary[m][key] = _ms([r[key] for r in recs])
   meta = _read(os.path.join(part.config.teacher.get("checkpoint") or
                             os.path.join(part.workdir, "teacher"),
                             TEACHER_JSON))
@@ -108,12 +113,13 @@ BASELINES = ("random", "random_mixup", "random_kd")
 
 
 def part_statistics(entry: dict, *, resamples: int = 10000,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, kd_runs=None) -> dict:
   """`jaxkd.statistics` of one published part, from its `runs` only:
   AUBC, paired p-values and queries saved against the first of BASELINES
   present (active parts, seeds paired by id); for UNIX parts (no curve)
   paired tests of final success vs random_kd, with kd's beside them
-  (`p_value_kd`, `difference_kd`). {} without runs."""
+  (`p_value_kd`, `difference_kd`), against `kd_runs` (another part's KD
+  records) when the part has no KD of its own. {} without runs."""
   runs = entry.get("runs") or {}
   if not runs:
     return {}
@@ -121,7 +127,10 @@ def part_statistics(entry: dict, *, resamples: int = 10000,
   if entry["kind"] == "unix":
     out = stats.final_statistics(runs, base or "random_kd",
                                  resamples=resamples, seed=seed)
-    kd = stats.final_statistics(runs, "kd", resamples=resamples, seed=seed)
+    with_kd = runs if "kd" in runs or not kd_runs else {**runs,
+                                                        "kd": kd_runs}
+    kd = stats.final_statistics(with_kd, "kd", resamples=resamples,
+                                seed=seed)
     for m, e in out.items():
       e.update(p_value_kd=kd[m]["p_value"],
                difference_kd=kd[m]["final_difference"])
@@ -132,6 +141,15 @@ def part_statistics(entry: dict, *, resamples: int = 10000,
                                    seeds=seeds or None)
 
 
+def _kd_runs(name: str, parts: dict, entry: dict):
+  """The KD records a UNIX part without KD is compared with: those of its
+  reproduction's `kd_part` (REPRODUCTIONS), else None."""
+  ref = parts.get(REPRODUCTIONS.get(name, {}).get("kd_part") or "")
+  if entry.get("kind") != "unix" or ref is None or ref is entry:
+    return None
+  return (ref.get("runs") or {}).get("kd")
+
+
 def add_statistics(path: str) -> dict:
   """Recomputes every part's `statistics` of a published JSON from the
   records it holds (no runs/ needed) and rewrites it atomically; returns
@@ -140,7 +158,8 @@ def add_statistics(path: str) -> dict:
     out = json.load(f)
   for p in out["parts"].values():
     if p.get("runs"):
-      p["statistics"] = part_statistics(p)
+      p["statistics"] = part_statistics(
+          p, kd_runs=_kd_runs(out["name"], out["parts"], p))
   out["statistics_computed"] = time.strftime("%Y-%m-%d %H:%M:%S")
   write_json_atomic(path, out)
   return out
@@ -165,9 +184,11 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
       entry.update(collect_unix(part, missing))
     else:
       entry.update(collect_active(part, missing))
-    if entry.get("runs"):
-      entry["statistics"] = part_statistics(entry)
     out_parts[part.name] = entry
+  for entry in out_parts.values():
+    if entry.get("runs"):
+      entry["statistics"] = part_statistics(
+          entry, kd_runs=_kd_runs(name, out_parts, entry))
   out = {"name": name,
          "command": f"python experiments/reproduce.py {name}",
          "paper": spec["paper"], "paper_numbers": spec["paper_numbers"],
@@ -184,6 +205,8 @@ def _panel(name: str, part_name: str) -> str:
   """Which panel of the figure a part is drawn in."""
   if name == "unix_fmnist":
     return "UNIX and Table 5 ablations (one panel)"
+  if name == "unix_ratio":
+    return "UNIX at k = 48 and 40 of N = 64 (one panel)"
   if name == "active_mixup_t1":
     return part_name.rsplit("_", 1)[0]
   return part_name
@@ -202,7 +225,7 @@ def figure(name, out, path):
       panels.setdefault(_panel(name, pname), []).append((pname, p))
   if not panels:
     return
-  wide = name == "unix_fmnist"
+  wide = name in ("unix_fmnist", "unix_ratio")
   fig, axes = plt.subplots(1, len(panels), squeeze=False, dpi=110,
                            figsize=(9 if wide else 4.6 * len(panels), 4.2))
   for ax, (title, members) in zip(axes[0], panels.items()):
@@ -294,6 +317,12 @@ def markdown(out) -> str:
   """The papers-page tables of one published reproduction, with each
   part's `statistics` (AUBC, p vs random, queries saved) in its rows."""
   lines, notes = [], []
+  unix_rows = [x for p in out["parts"].values() if p["kind"] == "unix"
+               for x in (p.get("summary") or {}).values()]
+  # The paper's convention (B_s = F_s) beside XLA's, once records hold it.
+  paper_col = any(x.get("computation_paper") for x in unix_rows)
+  ratio = next((x["flops_ratio"]["mean"] for x in unix_rows
+                if x.get("flops_ratio")), None)
   for pname, p in out["parts"].items():
     sm = p.get("summary")
     if not sm:
@@ -301,17 +330,23 @@ def markdown(out) -> str:
     st = p.get("statistics") or {}
     if p["kind"] == "unix":  # one table for every UNIX part
       if not any(l.startswith("| part | method") for l in lines):
-        lines += [f"\nteacher {100 * (p['teacher_accuracy'] or 0):.2f}%\n",
+        lines += [f"\nteacher {100 * (p['teacher_accuracy'] or 0):.2f}%"
+                  + (f", F_t/F_s = {ratio:.2f} (XLA)" if ratio else "")
+                  + "\n",
                   "| part | method | seeds | accuracy % | computation % of KD "
-                  "| wall s per seed | p vs random_kd | p vs kd |",
-                  "| --- " * 8 + "|"]
+                  + ("(XLA) | computation % of KD (paper, B_s = F_s) "
+                     if paper_col else "")
+                  + "| wall s per seed | p vs random_kd | p vs kd |",
+                  "| --- " * (9 if paper_col else 8) + "|"]
         notes.append(UNIX_NOTE)
       for m, x in sm.items():
         n = x["accuracy"]["n"]
         e = st.get(m, {})
         lines.append(f"| {pname} | {m} | {n} | {_pm(x['accuracy'])} "
                      f"| {_pm(x['computation'])} "
-                     f"| {x['wall_time_s'] / n:.0f} "
+                     + (f"| {_pm(x.get('computation_paper'))} "
+                        if paper_col else "")
+                     + f"| {x['wall_time_s'] / n:.0f} "
                      f"| {stats.format_p(e.get('p_value'))} "
                      f"| {stats.format_p(e.get('p_value_kd'))} |")
       continue
@@ -342,7 +377,143 @@ def markdown(out) -> str:
           f"| {stats.format_p(e.get('p_value'))} "
           f"| {stats.format_p(e.get('p_value_final'))} "
           f"| {stats.format_saved(e.get('queries_saved'))} |")
+  extra = EXTRA_TABLES.get(out.get("name"))
+  if extra:
+    lines += extra(out)
   return "\n".join(lines + notes)
+
+
+# --------------------------------------- the reproductions' own tables ---
+
+
+def _per_seed(p, strategy, value):
+  """{seed: value(run)} of one strategy of an active part."""
+  return dict(zip(p["summary"][strategy]["seeds"],
+                  (value(run) for run in p["runs"][strategy])))
+
+
+def _final(run):
+  return run[-1]["success_rate"]
+
+
+def _aubc(run):
+  return stats.aubc([x["queries"] for x in run],
+                    [x["success_rate"] for x in run])
+
+
+def _gain(p, a, b, value):
+  """Mean over paired seeds of value(a) - value(b), points of success
+  rate, with the paired t-test's p: 'd (p)'."""
+  va, vb = _per_seed(p, a, value), _per_seed(p, b, value)
+  seeds = sorted(set(va) & set(vb))
+  test = stats.paired_test([va[i] for i in seeds], [vb[i] for i in seeds])
+  if test["mean_difference"] is None:
+    return "-"
+  return (f"{100 * test['mean_difference']:+.2f} "
+          f"(p {stats.format_p(test['p_value'])})")
+
+
+def rad_gain_table(out) -> list:
+  """rad_noisy_teacher: per teacher level, RAD's final success and AUBC
+  minus the best other strategy's (chosen per measure) and random's,
+  paired over seeds, beside the paper's claim."""
+  rows = []
+  for pname, p in out["parts"].items():
+    sm = p.get("summary") or {}
+    if p["kind"] != "active" or "rad" not in sm:
+      continue
+    teacher = (out["parts"].get(f"{pname}_teacher") or {}).get(
+        "teacher") or {}
+    acc = p.get("teacher_accuracy") or teacher.get("accuracy")
+    means = {m: {s: float(np.mean(list(_per_seed(p, s, f).values())))
+                 for s in sm} for m, f in (("final", _final),
+                                           ("aubc", _aubc))}
+    cells = []
+    for m, f in (("final", _final), ("aubc", _aubc)):
+      others = {s: v for s, v in means[m].items() if s != "rad"}
+      best = max(others, key=others.get) if others else None
+      cells += [f"{100 * means[m]['rad']:.2f}", best or "-",
+                _gain(p, "rad", best, f) if best else "-",
+                _gain(p, "rad", "random", f) if "random" in sm else "-"]
+    head = [str(teacher.get("train_size") or pname),
+            f"{100 * acc:.2f}" if acc is not None else "-",
+            f"{100 * (1 - acc):.2f}" if acc is not None else "-",
+            str(len(sm["rad"]["seeds"]))]
+    rows.append("| " + " | ".join(head + cells) + " |")
+  if not rows:
+    return []
+  pn = out.get("paper_numbers") or {}
+  return [
+      "\nRAD's gain by teacher error (points of success rate; the best "
+      "other strategy is chosen per measure, by its mean; p: paired t-test "
+      "over seeds)\n",
+      "| teacher images | teacher accuracy % | teacher error % | seeds "
+      "| RAD final success % | best other (final) | RAD - best other, "
+      "final | RAD - random, final | RAD AUBC % | best other (AUBC) "
+      "| RAD - best other, AUBC | RAD - random, AUBC |",
+      "| --- " * 12 + "|"] + rows + (
+          [f"\nThe paper's claim ({pn.get('source', 'Baykal et al.')}): "
+           f"\"{pn['claim']}\" Expected here: {pn.get('expected', '')}."]
+          if pn.get("claim") else [])
+
+
+def unix_ratio_table(out) -> list:
+  """unix_ratio: per k, UNIX - KD and Random+KD - KD (accuracy points,
+  paired p) and UNIX's computation, ours beside the paper's Table 1 mean
+  and its pair nearest our F_t/F_s."""
+  pn = out.get("paper_numbers") or {}
+  parts = out["parts"]
+  ref = parts.get(REPRODUCTIONS.get(out["name"], {}).get("kd_part") or "")
+  table = pn.get("table1") or {}
+  rows = []
+  for p in parts.values():
+    sm = p.get("summary") or {}
+    if p["kind"] != "unix" or "unix" not in sm:
+      continue
+    k, st, u = p["config"]["unix"]["k"], p.get("statistics") or {}, sm["unix"]
+    kd = sm.get("kd") or ((ref or {}).get("summary") or {}).get("kd")
+
+    def over_kd(m):
+      if m not in sm or not kd:
+        return "-"
+      d = sm[m]["accuracy"]["mean"] - kd["accuracy"]["mean"]
+      return (f"{100 * d:+.2f} "
+              f"(p {stats.format_p(st.get(m, {}).get('p_value_kd'))})")
+
+    mean = (pn.get("table1_mean") or {}).get(f"k{k}")
+    ratio = (u.get("flops_ratio") or {}).get("mean")
+    near = (min(table, key=lambda n: abs(np.log(table[n]["ratio"] / ratio)))
+            if table and ratio else None)
+    pair = table.get(near) or {}
+    cells = [f"{k}/64", over_kd("unix"), over_kd("random_kd"),
+             _pm(u["computation"]), _pm(u.get("computation_paper")),
+             f"{100 * mean['gain_over_kd']:+.2f}" if mean else "-",
+             f"{100 * mean['computation']:.2f}" if mean else "-",
+             (f"{near} ({pair['ratio']:g}): "
+              f"{pair[f'unix_k{k}'] - pair['kd']:+.2f} at "
+              f"{pair[f'computation_k{k}']:.2f}%")
+             if f"unix_k{k}" in pair else "-"]
+    rows.append("| " + " | ".join(cells) + " |")
+  if not rows:
+    return []
+  return ["\nAgainst the paper (UNIX Table 1, CIFAR-100, cross-architecture "
+          "pairs; accuracy points over KD, p: paired t-test over seeds)\n",
+          "| k/N | ours: UNIX - KD | ours: Random+KD - KD "
+          "| ours: UNIX computation % (XLA) | ours: UNIX computation % "
+          "(paper, B_s = F_s) | paper mean: UNIX - KD | paper mean: "
+          "computation % | paper, pair nearest our F_t/F_s |",
+          "| --- " * 8 + "|"] + rows + [
+              f"\nPaper Table 2 (similar-architecture pairs, F_t/F_s "
+              f"{min(r['ratio'] for r in t2.values()):g}-"
+              f"{max(r['ratio'] for r in t2.values()):g}), mean UNIX - KD: "
+              + "; ".join(f"{k[1:]}/64 {100 * m['gain_over_kd']:+.2f} at "
+                          f"{100 * m['computation']:.2f}%"
+                          for k, m in pn["table2_mean"].items()) + "."
+              for t2 in [pn.get("table2")] if t2 and pn.get("table2_mean")]
+
+
+EXTRA_TABLES = {"rad_noisy_teacher": rad_gain_table,
+                "unix_ratio": unix_ratio_table}
 
 
 def update_readme(name: str, out,
