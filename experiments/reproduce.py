@@ -4,6 +4,11 @@
                                                    # Figures 1, 2, 4b (FMNIST)
   python experiments/reproduce.py active_mixup_t1  # Wang et al., Table 1
   python experiments/reproduce.py unix_fmnist      # Xu, Liu & Loy, FMNIST
+  python experiments/reproduce.py active_mixup_official   # Table 1, the
+                                                   # official student schedule
+  python experiments/reproduce.py active_mixup_multistep  # Figure 4-style
+  python experiments/reproduce.py rad_noisy_teacher  # RAD vs teacher error
+  python experiments/reproduce.py unix_ratio       # UNIX at F_t/F_s = 12
 
 Options: --parts=a,b runs only those parts, --seeds=1,2 only those seeds
 (two processes can share the work, e.g. one per core with `taskset -c 0` /

@@ -338,3 +338,43 @@ def test_unix_ratio_quick_runs_end_to_end_and_publishes(tmp_path):
     assert rec["flops_ratio"] > 10
     assert rec["computation_paper"] == pytest.approx(
         40 / 64 + 1 / (rec["flops_ratio"] + 2), abs=0.02)
+
+
+def test_active_mixup_official_parts_have_the_official_schedule():
+  for name, steps in (("active_mixup_official", 1),
+                      ("active_mixup_multistep", 6)):
+    parts = protocols.REPRODUCTIONS[name]["parts"]("runs")
+    active = [p for p in parts if p.kind == "active"]
+    for p in active:
+      loop = p.config.loop
+      assert (loop.optimizer, loop.learning_rate, loop.momentum,
+              loop.weight_decay, loop.batch_size) == ("sgd", 0.01, 0.9,
+                                                      5e-4, 128)
+      assert loop.schedule == "blocks" and tuple(loop.lr_blocks) == (
+          80, 60, 40, 20)
+      assert loop.augment == "random_crop" and loop.track_best_test
+      assert p.config.rounds == steps and len(p.config.seeds) == 3
+    # The teacher is the T = 1 reproduction's (one trained teacher).
+    teachers = [p.workdir for p in parts if p.kind == "teacher"]
+    assert all(w.startswith("runs/am_t1_") for w in teachers)
+  (multi,) = [p for p in protocols.REPRODUCTIONS["active_mixup_multistep"][
+      "parts"]("runs") if p.kind == "active"]
+  assert multi.config.loop.epochs == 50 and multi.config.split.initial == 1000
+
+
+def test_publish_shows_the_best_test_epoch_beside_the_last(tmp_path):
+  part = _active_part(tmp_path)
+  for s, base in (("random", 0.6), ("admm", 0.65)):
+    for seed in (0, 1):
+      _write_rounds(part, s, seed, [0.5, base, base + 0.05 * (seed + 1)])
+      path = os.path.join(part.workdir, s, f"seed{seed}", "rounds.json")
+      recs = json.load(open(path))
+      recs[-1]["best_test_accuracy"] = recs[-1]["student_accuracy"] + 0.01
+      json.dump(recs, open(path, "w"))
+  out = publish.publish("recon_fmnist", [part],
+                        results_dir=str(tmp_path / "res"))
+  best = out["parts"]["main"]["summary"]["admm"]["best_test_accuracy"]
+  assert best["mean"] == pytest.approx(np.mean([0.66 + 0.05, 0.66 + 0.1]))
+  text = publish.markdown(out)
+  assert "best-test-epoch accuracy % (selected on test)" in text
+  assert "optimistic" in text
