@@ -62,7 +62,22 @@ def papers_text(text: str) -> str:
   return text
 
 
-PAGES = ((CONFIGURATION, configuration_text), (PAPERS, papers_text))
+STRATEGIES = os.path.join(DOCS, "strategies.md")
+
+
+def strategies_text(text: str) -> str:
+  """The strategy guide's measured tables, from
+  docs/results/strategy_guide.json (experiments/strategy_guide.py)."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import strategy_guide  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(DOCS, "results", "strategy_guide.json")) as f:
+    out = json.load(f)
+  return _replace(text, "<!-- guide -->", "<!-- /guide -->",
+                  "\n" + strategy_guide.markdown(out), STRATEGIES)
+
+
+PAGES = ((CONFIGURATION, configuration_text), (PAPERS, papers_text),
+         (STRATEGIES, strategies_text))
 
 
 def stale_pages() -> list[str]:
