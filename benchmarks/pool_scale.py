@@ -826,7 +826,7 @@ def round_phases(run: dict) -> dict:
 def markdown(r: dict) -> str:
   m, s, lp = r["machine"], r.get("scoring"), r.get("loop")
   lines = [
-      "# Pools on disk at scale (benchmarks/pool_scale.py)", "",
+      "# Pools on disk at scale", "",
       f"`{r['command']}`, {r['started']} to {r['finished']}"
       f" ({r['total_s'] / 60:.0f} min).", "",
       f"Machine: {m['cpus']} CPU cores ({m['cpu_model']}), "

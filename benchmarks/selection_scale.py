@@ -260,8 +260,9 @@ def _markdown(result) -> str:
           "shared the machine), so these times are above a quiet "
           "machine's." if loads else "")
   lines = [
-      f"# Selection at scale ({result['date']})", "",
-      f"`python benchmarks/selection_scale.py` at {result['commit']} on "
+      "# Selection at a million candidates", "",
+      f"`python benchmarks/selection_scale.py`, {result['date']}, at "
+      f"{result['commit']} on "
       f"{result['machine']}; n = {result['n']:,}, C = {C}, D = {D}, k = "
       f"{result['k']}, {result['paid']} paid; float32. Peak RSS is the "
       "whole process (Python, JAX, inputs, selection); inputs RSS is read "

@@ -25,7 +25,9 @@ DOCS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(DOCS)
 CONFIGURATION = os.path.join(DOCS, "configuration.md")
 PAPERS = os.path.join(DOCS, "papers.md")
-REPRODUCTIONS = ("recon_fmnist", "active_mixup_t1", "unix_fmnist")
+REPRODUCTIONS = ("recon_fmnist", "active_mixup_t1", "unix_fmnist",
+                 "active_mixup_official", "active_mixup_multistep",
+                 "rad_noisy_teacher", "unix_ratio")
 
 
 def _replace(text: str, start: str, end: str, block: str, where: str) -> str:
@@ -51,7 +53,10 @@ def papers_text(text: str) -> str:
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
   import publish  # pylint: disable=import-outside-toplevel
   for name in REPRODUCTIONS:
-    with open(os.path.join(DOCS, "results", f"{name}.json")) as f:
+    path = os.path.join(DOCS, "results", f"{name}.json")
+    if not os.path.isfile(path):  # not run yet: its block says so
+      continue
+    with open(path) as f:
       out = json.load(f)
     state = ("" if out["complete"] else
              f"\n**Incomplete:** {len(out['missing'])} runs missing "
