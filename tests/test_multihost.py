@@ -10,6 +10,7 @@ by its process, so `paid_once_problems` counts real teacher calls; the
 import collections
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,9 +38,25 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_processes(out, mode, count=PROCESSES, timeout=TIMEOUT, worker=WORKER):
+def run_processes(out, mode, count=PROCESSES, timeout=TIMEOUT, worker=WORKER,
+                  tries=2):
   """Runs `count` `worker`s (PORT PROCESS_ID COUNT OUT MODE) in one
-  jax.distributed run; their OUT/result_<id>.json dicts."""
+  jax.distributed run; their OUT/result_<id>.json dicts. A run that does
+  not finish is tried once more on a fresh port: `free_port` can lose its
+  port to another test's process before the coordinator binds it, and the
+  workers then wait for a coordinator that never starts."""
+  for attempt in range(tries):
+    try:
+      return _run_processes(out, mode, count, timeout, worker)
+    except TimeoutError as e:
+      if attempt + 1 == tries:
+        pytest.fail(str(e))
+      for name in os.listdir(out):  # the retry starts from nothing
+        path = os.path.join(out, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def _run_processes(out, mode, count, timeout, worker):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   # Not the 8 devices conftest forces on this process: 2 per worker.
@@ -58,8 +75,8 @@ def run_processes(out, mode, count=PROCESSES, timeout=TIMEOUT, worker=WORKER):
       proc.kill()
     for proc in procs:
       proc.communicate()
-    pytest.fail(f"{mode}: the {count} processes did not finish in "
-                f"{timeout} s (a collective hung)")
+    raise TimeoutError(f"{mode}: the {count} processes did not finish in "
+                       f"{timeout} s (a collective hung)")
   results = []
   for p, log in enumerate(logs):
     path = os.path.join(out, f"result_{p}.json")
