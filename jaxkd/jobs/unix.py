@@ -112,6 +112,10 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
                                       f"{name} seed {seed}")
       if warning:
         _log(warning)
+      warning = health.divergence_warning(history, f"{name} seed {seed}",
+                                          "config.unix.lr")
+      if warning:
+        _log(warning)
       runs.append({"seed": seed, "student_accuracy": acc,
                    "success_rate": acc / max(teacher_acc, 1e-12),
                    **computation_fields(counter, flops),
