@@ -155,6 +155,23 @@ def _kd_runs(name: str, parts: dict, entry: dict):
   return (ref.get("runs") or {}).get("kd")
 
 
+def portable(value, root: str = ROOT):
+  """`value` (a JSON tree) with every absolute path under the folder that
+  holds `root` (the checkout and its sibling data) written relative to
+  `root`: "runs/x/teacher", "../shared/data/mnist". Published files name no
+  folder of the machine that ran them."""
+  if isinstance(value, dict):
+    return {k: portable(v, root) for k, v in value.items()}
+  if isinstance(value, list):
+    return [portable(v, root) for v in value]
+  if isinstance(value, str) and os.path.isabs(value):
+    top = os.path.dirname(os.path.abspath(root))
+    path = os.path.abspath(value)
+    if os.path.commonpath([path, top]) == top:
+      return os.path.relpath(path, root)
+  return value
+
+
 def add_statistics(path: str) -> dict:
   """Recomputes every part's `statistics` of a published JSON from the
   records it holds (no runs/ needed) and rewrites it atomically; returns
@@ -166,6 +183,7 @@ def add_statistics(path: str) -> dict:
       p["statistics"] = part_statistics(
           p, kd_runs=_kd_runs(out["name"], out["parts"], p))
   out["statistics_computed"] = time.strftime("%Y-%m-%d %H:%M:%S")
+  out = portable(out)
   write_json_atomic(path, out)
   return out
 
@@ -177,8 +195,8 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
   for part in parts:
     entry = {"workdir": os.path.relpath(part.workdir, ROOT),
              "kind": part.kind,
-             "config": json.loads(json.dumps(part.config.to_dict(),
-                                             default=str))}
+             "config": portable(json.loads(json.dumps(
+                 part.config.to_dict(), default=str)))}
     if part.kind == "teacher":
       meta = _read(os.path.join(part.workdir, "teacher", TEACHER_JSON))
       if meta is None:

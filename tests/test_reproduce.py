@@ -378,3 +378,26 @@ def test_publish_shows_the_best_test_epoch_beside_the_last(tmp_path):
   text = publish.markdown(out)
   assert "best-test-epoch accuracy % (selected on test)" in text
   assert "optimistic" in text
+
+
+def test_published_files_name_no_folder_of_the_machine(tmp_path):
+  # Paths under the folder holding the checkout become relative to it;
+  # others (a user's own absolute paths elsewhere) stay as given.
+  root = str(tmp_path / "work" / "main")
+  tree = {"data_dir": str(tmp_path / "work" / "shared" / "data" / "mnist"),
+          "teacher": {"checkpoint": root + "/runs/x/teacher"},
+          "list": [root, "relative/path", 3, None],
+          "elsewhere": "/opt/data/images"}
+  out = publish.portable(tree, root)
+  assert out == {"data_dir": "../shared/data/mnist",
+                 "teacher": {"checkpoint": "runs/x/teacher"},
+                 "list": [".", "relative/path", 3, None],
+                 "elsewhere": "/opt/data/images"}
+
+
+def test_every_published_reproduction_is_free_of_machine_paths():
+  top = os.path.dirname(publish.ROOT)
+  for name in sorted(os.listdir(publish.RESULTS)):
+    if name.endswith(".json"):
+      with open(os.path.join(publish.RESULTS, name)) as f:
+        assert top + os.sep not in f.read(), name
