@@ -12,7 +12,7 @@ Random+KD and UNIX (w = 10, entropy) at N = 64 and k = 48 or 40, 10 epochs
 (9,380 steps) each, 3 seeds; the teacher trains 15 epochs on the same
 60,000 images with hard labels. The students' SGD rate is 0.005, not the
 digits job's 0.02: at 0.02 this pair's KD loss climbed once the warm-up
-passed about 0.01 (epochs 2-4) and then one step left every fc2 unit dead
+passed about 0.01 (epochs 2-4), then blew up and left most fc2 units dead
 (2 of 3 KD seeds and 1 Random+KD seed at the uniform output); 0.01 trained
 but its loss rose at the peak rate; 0.005 is the largest rate of the
 halving grid whose loss never rose (`python experiments/unix_lr_sweep.py`).
