@@ -39,9 +39,12 @@ def test_interrupt_is_one_line_that_says_rerun_resumes(tmp_path, sig):
   ledger = os.path.join(w, "random", "seed0", "rounds.json")
   while not os.path.exists(ledger) and time.time() < deadline:
     time.sleep(0.2)  # round 0 finished: the run is paying rounds
+  sent = time.time()
   p.send_signal(sig)
-  _, err = p.communicate(timeout=120)
-  assert p.returncode == 130, err
+  out, err = p.communicate(timeout=120)
+  # On failure, say how far the run got and how long it took to end.
+  assert p.returncode == 130, (p.returncode, err[-1000:], out[-1500:],
+                               f"ended {time.time() - sent:.1f}s after")
   lines = [l for l in err.splitlines() if l.strip()]
   assert len(lines) == 1 and "rerun the same command to resume" in lines[0]
   assert "Traceback" not in err
