@@ -151,7 +151,14 @@ def install_kill(point: str, n: int) -> int:
       import orbax.checkpoint as ocp
       self._mngr.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-          force=True)  # orbax writes in the background; die before the end
+          force=True)  # orbax writes in the background; die before the end,
+      # once its temporary step folder exists (on a loaded machine the
+      # background writer may not have begun when save() returns).
+      import time
+      deadline = time.time() + 60
+      while time.time() < deadline and not any(
+          s.startswith(f"{step}.") for s in os.listdir(self.directory)):
+        time.sleep(0.001)
       _die()
     Checkpointer.save = save
   else:
