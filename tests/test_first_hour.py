@@ -30,7 +30,17 @@ def test_help_exits_0_and_lists_names():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_is_one_line_that_says_rerun_resumes(tmp_path, sig):
   w = str(tmp_path / "w")
-  cmd = [sys.executable, "-m", "jaxkd.main", *TINY, "--config.rounds=50",
+  # Ctrl-C as a terminal delivers it: a test run launched in the background
+  # (`cmd &`, nohup, setsid) starts with SIGINT ignored, Python then installs
+  # no handler and every child ignores the signal, so the child restores
+  # Python's handler before it runs the job's command line.
+  cmd = [sys.executable, "-c",
+         "import runpy, signal, sys; "
+         "signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "sys.argv = ['jaxkd.main'] + sys.argv[1:]; "
+         "runpy.run_module('jaxkd.main', run_name='__main__', "
+         "alter_sys=True)",
+         *TINY, "--config.rounds=50",
          "--config.per_round=5", "--config.loop.train_steps=200",
          f"--workdir={w}"]
   p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
