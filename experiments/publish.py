@@ -160,16 +160,19 @@ def portable(value, root: str = ROOT):
   holds `root` (the checkout and its sibling data) written relative to
   `root`: "runs/x/teacher", "../shared/data/mnist". Published files name no
   folder of the machine that ran them."""
-  if isinstance(value, dict):
-    return {k: portable(v, root) for k, v in value.items()}
-  if isinstance(value, list):
-    return [portable(v, root) for v in value]
-  if isinstance(value, str) and os.path.isabs(value):
-    top = os.path.dirname(os.path.abspath(root))
-    path = os.path.abspath(value)
-    if os.path.commonpath([path, top]) == top:
-      return os.path.relpath(path, root)
-  return value
+  top = os.path.dirname(os.path.abspath(root))
+
+  def walk(v):
+    if isinstance(v, dict):
+      return {k: walk(x) for k, x in v.items()}
+    if isinstance(v, list):
+      return [walk(x) for x in v]
+    if isinstance(v, str) and os.path.isabs(v) and os.path.commonpath(
+        [os.path.abspath(v), top]) == top:
+      return os.path.relpath(v, root)
+    return v
+
+  return walk(value)
 
 
 def add_statistics(path: str) -> dict:
@@ -195,8 +198,8 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
   for part in parts:
     entry = {"workdir": os.path.relpath(part.workdir, ROOT),
              "kind": part.kind,
-             "config": portable(json.loads(json.dumps(
-                 part.config.to_dict(), default=str)))}
+             "config": json.loads(json.dumps(part.config.to_dict(),
+                                             default=str))}
     if part.kind == "teacher":
       meta = _read(os.path.join(part.workdir, "teacher", TEACHER_JSON))
       if meta is None:
@@ -212,14 +215,14 @@ def publish(name: str, parts, results_dir: str = RESULTS) -> dict:
     if entry.get("runs"):
       entry["statistics"] = part_statistics(
           entry, kd_runs=_kd_runs(name, out_parts, entry))
-  out = {"name": name,
-         "command": f"python experiments/reproduce.py {name}",
-         "paper": spec["paper"], "paper_numbers": spec["paper_numbers"],
-         "complete": not missing, "missing": missing,
-         "published": time.strftime("%Y-%m-%d %H:%M:%S"),
-         "parts": out_parts}
-  write_json_atomic(os.path.join(results_dir, f"{name}.json"),
-                               out)
+  out = portable({"name": name,
+                  "command": f"python experiments/reproduce.py {name}",
+                  "paper": spec["paper"],
+                  "paper_numbers": spec["paper_numbers"],
+                  "complete": not missing, "missing": missing,
+                  "published": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "parts": out_parts})
+  write_json_atomic(os.path.join(results_dir, f"{name}.json"), out)
   figure(name, out, os.path.join(results_dir, f"{name}.png"))
   return out
 

@@ -32,8 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 from jaxkd import cost, health, parallel, settings, teacher_sources  # noqa: E402
 from jaxkd import train, unix  # noqa: E402
 from jaxkd.jobs.inputs import load_data  # noqa: E402
-from jaxkd.jobs.unix import train_subset  # noqa: E402
-from jaxkd.models import get_model  # noqa: E402
+from jaxkd.jobs.unix import student_and_optimizer, train_subset  # noqa: E402
 from protocols import load_config  # noqa: E402
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
@@ -67,11 +66,7 @@ def run(lr, seed, teacher_dir):
       st.teacher, ds, images, labels, ds.test_images, ds.test_labels,
       os.path.dirname(teacher_dir), dataset_name=st.dataset, mesh=mesh,
       progress=False)
-  student = unix.standardized(get_model(st.student, ds.num_classes), images)
-  steps = -(-len(images) // uc.batch_size)
-  tx = train.make_optimizer(uc.optimizer, uc.lr, weight_decay=uc.weight_decay,
-                            total_steps=uc.epochs * steps,
-                            warmup_steps=uc.warmup_epochs * steps)
+  student, tx = student_and_optimizer(st, images, ds.num_classes)
   state = train.create_train_state(student, jax.random.key(seed),
                                    images.shape[1:], tx)
   probe = jnp.asarray(images[:2000])

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -154,7 +155,6 @@ def install_kill(point: str, n: int) -> int:
           force=True)  # orbax writes in the background; die before the end,
       # once its temporary step folder exists (on a loaded machine the
       # background writer may not have begun when save() returns).
-      import time
       deadline = time.time() + 60
       while time.time() < deadline and not any(
           s.startswith(f"{step}.") for s in os.listdir(self.directory)):

@@ -46,6 +46,24 @@ def train_subset(settings: UnixJobSettings, ds):
   return x, y
 
 
+def student_and_optimizer(settings: UnixJobSettings, train_x: np.ndarray,
+                          num_classes: int):
+  """(student, optimizer) every method of the job trains with: the student
+  on inputs standardized with `train_x`'s per-channel mean and std (as the
+  paper's code normalizes: see jaxkd.unix, "Student inputs") and the
+  optimizer's schedule over `unix.epochs` passes of `train_x` in batches of
+  `unix.batch_size`, the first `unix.warmup_epochs` of them warm-up."""
+  uc = settings.unix
+  student = unix.standardized(get_model(settings.student, num_classes),
+                              train_x)
+  steps_per_epoch = -(-len(train_x) // uc.batch_size)
+  tx = train.make_optimizer(
+      uc.optimizer, uc.lr, weight_decay=uc.weight_decay,
+      total_steps=uc.epochs * steps_per_epoch,
+      warmup_steps=uc.warmup_epochs * steps_per_epoch)
+  return student, tx
+
+
 def computation_fields(counter: cost.CostCounter, flops: cost.KDCost
                        ) -> Dict[str, float]:
   """A run's computation relative to plain KD: `computation` (B_s from
@@ -69,15 +87,7 @@ def run(settings: UnixJobSettings, workdir: str, accepted: List[str] = ()
       settings.teacher, ds, train_x, train_y, ds.test_images, ds.test_labels,
       workdir, dataset_name=settings.dataset, mesh=mesh,
       progress=settings.progress)
-  # Trained on standardized inputs (per-channel train mean and std, as the
-  # paper's code normalizes): see jaxkd.unix, "Student inputs".
-  student = unix.standardized(get_model(settings.student, ds.num_classes),
-                              train_x)
-  steps_per_epoch = -(-len(train_x) // uc.batch_size)
-  tx = train.make_optimizer(
-      uc.optimizer, uc.lr, weight_decay=uc.weight_decay,
-      total_steps=uc.epochs * steps_per_epoch,
-      warmup_steps=uc.warmup_epochs * steps_per_epoch)
+  student, tx = student_and_optimizer(settings, train_x, ds.num_classes)
   shape = train_x.shape[1:]
   probe = train.create_train_state(student, jax.random.key(0), shape, tx)
   flops = cost.kd_cost(student, probe.variables, teacher, teacher_vars, shape)
