@@ -113,3 +113,61 @@ def answer_captions(probs, k: int = 3,
   short = lambda v: f"{v:.2f}"[1:] if v < 0.995 else f"{v:.2f}"
   return [sep.join(f"{name(c)} {short(v)}" for c, v in zip(cs, ps))
           for cs, ps in zip(classes, p)]
+
+
+class MixupPairStats(NamedTuple):
+  """How a set of paid mixup pairs spreads over the real images.
+
+  Attributes:
+    num_pairs: m, the pairs counted.
+    distinct_images: real images in at least one pair (of n).
+    top10_share: share of the 2m pair slots held by the 10 most used images
+      (10 / n when every image is used equally).
+    max_uses: pairs the most used image is in (2m / n when equal).
+    same_class: fraction of pairs whose two images have the same label.
+    teacher_confidence: mean over pairs of the answer's largest
+      probability (how sure the teacher was of the mixed images).
+  """
+  num_pairs: int
+  distinct_images: int
+  top10_share: float
+  max_uses: int
+  same_class: float
+  teacher_confidence: float
+
+
+def mixup_pair_stats(pairs, labels, probs) -> MixupPairStats:
+  """Spread, class mix and teacher confidence of paid mixup pairs.
+
+  Active Mixup (Wang et al., CVPR 2020) pays for the pairs of lowest
+  student confidence; these statistics say how concentrated on a few real
+  images and on which class pairs such a choice is, against random pairs.
+
+  Args:
+    pairs: [m, 2] int indices (i, j) into the n real images, m >= 1.
+    labels: [n] int label of each real image (e.g. the teacher's argmax).
+    probs: [m, C] the teacher's answers for the mixed images.
+
+  Returns:
+    `MixupPairStats`. O(m + n).
+  """
+  pairs = np.asarray(pairs)
+  labels = np.asarray(labels)
+  probs = np.asarray(probs)
+  if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+    raise JaxkdError(f"pairs must be [m, 2] with m >= 1, got shape "
+                     f"{pairs.shape}.")
+  if labels.ndim != 1 or pairs.min() < 0 or pairs.max() >= len(labels):
+    raise JaxkdError(f"pairs must index the {labels.shape} labels, got "
+                     f"indices in [{pairs.min()}, {pairs.max()}].")
+  if probs.ndim != 2 or len(probs) != len(pairs):
+    raise JaxkdError(f"probs must be [{len(pairs)}, C], got shape "
+                     f"{probs.shape}.")
+  uses = np.bincount(pairs.ravel(), minlength=len(labels))
+  top = np.sort(uses)[::-1]
+  return MixupPairStats(
+      num_pairs=len(pairs), distinct_images=int((uses > 0).sum()),
+      top10_share=float(top[:10].sum() / uses.sum()),
+      max_uses=int(top[0]),
+      same_class=float(np.mean(labels[pairs[:, 0]] == labels[pairs[:, 1]])),
+      teacher_confidence=float(probs.max(axis=1).mean()))

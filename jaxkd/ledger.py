@@ -274,6 +274,47 @@ def _lock_ledger(ledger_path: str):
   return fh
 
 
+def _entries(db, kind: Optional[str], max_round: Optional[int]):
+  """The rows of `Ledger.entries` from an open SQLite connection."""
+  rows = db.execute(
+      "SELECT key, kind, pool_index, i, j, lam, round, probs, cost FROM "
+      "answers ORDER BY seq").fetchall()
+  out = []
+  for key, knd, idx, i, j, lam, rnd, blob, cost in rows:
+    if (kind is None or knd == kind) and (max_round is None
+                                          or rnd <= max_round):
+      out.append(dict(key=key, kind=knd, pool_index=idx, i=i, j=j, lam=lam,
+                      round=rnd,
+                      probs=np.frombuffer(blob, np.float32).copy(),
+                      cost=cost))
+  return out
+
+
+def read_entries(ledger_path: str, kind: Optional[str] = None,
+                 max_round: Optional[int] = None):
+  """`Ledger.entries` of a ledger file, read-only, for reports.
+
+  Opens the SQLite file in read-only mode without the oracle's lock, so it
+  can read a ledger a running job is writing (SQLite's WAL gives it the
+  last committed state); it never writes, never pays and checks no
+  fingerprint. O(rows).
+
+  Raises:
+    JaxkdError: a missing or unreadable file.
+  """
+  path = os.path.abspath(ledger_path)
+  if not os.path.isfile(path):
+    raise JaxkdError(f"Ledger {path} does not exist.")
+  try:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+      return _entries(db, kind, max_round)
+    finally:
+      db.close()
+  except sqlite3.DatabaseError as e:
+    raise JaxkdError(f"Ledger {path} cannot be read ({e}).") from None
+
+
 # ------------------------------------------------------------- ledger ---
 
 
@@ -506,18 +547,7 @@ class Ledger:
               max_round: Optional[int] = None):
     """Ledger rows as dicts (key, kind, pool_index, i, j, lam, round, probs,
     cost: None when unpriced), in payment order."""
-    rows = self._db.execute(
-        "SELECT key, kind, pool_index, i, j, lam, round, probs, cost FROM "
-        "answers ORDER BY seq").fetchall()
-    out = []
-    for key, knd, idx, i, j, lam, rnd, blob, cost in rows:
-      if (kind is None or knd == kind) and (max_round is None
-                                            or rnd <= max_round):
-        out.append(dict(key=key, kind=knd, pool_index=idx, i=i, j=j, lam=lam,
-                        round=rnd,
-                        probs=np.frombuffer(blob, np.float32).copy(),
-                        cost=cost))
-    return out
+    return _entries(self._db, kind, max_round)
 
   def money(self) -> Money:
     """(committed, pending, abandoned) money; unpriced rows count 0."""

@@ -104,3 +104,77 @@ def test_image_grid_one_axis_per_image():
   np.testing.assert_allclose(shown[2].images[0].get_array(), imgs[2, ..., 0])
   with pytest.raises(JaxkdError):
     plotting.image_grid(np.zeros((0, 4, 4, 1)))
+
+
+def test_read_entries_reads_a_held_ledger_read_only(oracle, tmp_path):
+  from jaxkd import ledger
+  path = os.path.join(tmp_path, "ledger.sqlite")
+  before = os.path.getmtime(path)
+  rows = ledger.read_entries(path)  # the fixture's oracle holds the lock
+  assert [(e["kind"], e["round"]) for e in rows] == [
+      ("pool", 0), ("pool", 0), ("pool", 1), ("mixup", 1), ("mixup", 1),
+      ("pool", 2)]
+  mix = ledger.read_entries(path, kind="mixup", max_round=1)
+  assert [(e["i"], e["j"], e["lam"]) for e in mix] == [(0, 5, 0.4),
+                                                       (2, 3, 0.75)]
+  pool = oracle.pool_images
+  np.testing.assert_allclose(mix[1]["probs"], _softmax(
+      (0.75 * pool[2] + 0.25 * pool[3]).reshape(1, -1).astype(np.float64)
+      @ _W)[0], rtol=1e-5, atol=1e-6)
+  assert os.path.getmtime(path) == before and oracle.spent == 6
+  with pytest.raises(JaxkdError, match="does not exist"):
+    ledger.read_entries(os.path.join(tmp_path, "none.sqlite"))
+
+
+def test_mixup_pair_stats_counts_by_hand():
+  # 12 real images, labels 0..2; image 0 in 3 pairs, image 1 in 2.
+  labels = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0, 1, 2])
+  pairs = np.array([[0, 1], [0, 2], [0, 3], [1, 4], [5, 6], [7, 8]])
+  probs = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.2, 0.7, 0.1],
+                    [0.4, 0.3, 0.3], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
+  s = inspection.mixup_pair_stats(pairs, labels, probs)
+  assert s.num_pairs == 6 and s.distinct_images == 9 and s.max_uses == 3
+  # the 10 most used images (3 + 2 + eight of the ones) hold all 12 slots
+  assert s.top10_share == pytest.approx(12 / 12)
+  assert s.same_class == pytest.approx(1 / 6)  # only (0, 1): 0 and 0
+  assert s.teacher_confidence == pytest.approx(
+      (0.5 + 0.9 + 0.7 + 0.4 + 0.6 + 0.8) / 6)
+  labels_big = np.arange(40) % 3
+  pairs_big = np.array([[i, i + 20] for i in range(20)])
+  s2 = inspection.mixup_pair_stats(pairs_big, labels_big,
+                                   np.full((20, 3), 1 / 3))
+  assert s2.top10_share == pytest.approx(10 / 40) and s2.max_uses == 1
+  assert s2.same_class == pytest.approx(
+      np.mean([(i % 3) == ((i + 20) % 3) for i in range(20)]))
+  with pytest.raises(JaxkdError, match="pairs must index"):
+    inspection.mixup_pair_stats([[0, 12]], labels, probs[:1])
+  with pytest.raises(JaxkdError, match=r"probs must be \[6, C\]"):
+    inspection.mixup_pair_stats(pairs, labels, probs[:5])
+
+
+def test_mixup_pairs_report_reads_each_strategys_ledgers(tmp_path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "mixup_pairs", os.path.join(os.path.dirname(__file__), "..",
+                                  "experiments", "mixup_pairs.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  pool = np.random.default_rng(0).random((6, 2, 3, 2)).astype(np.float32)
+  labels = _softmax(_teacher(pool)).argmax(1)
+  for seed, pairs in enumerate(([[0, 1], [0, 2]], [[3, 4], [0, 5]])):
+    d = os.path.join(tmp_path, "active_mixup", f"seed{seed}")
+    o = TeacherOracle(_teacher, pool, budget=10,
+                      ledger_path=os.path.join(d, "ledger.sqlite"))
+    o.query(np.arange(6), round=0)
+    o.query_mixup(np.array(pairs), np.array([0.5, 0.5]), round=1)
+    o.close()
+  text = script.report(str(tmp_path))
+  row = [l for l in text.splitlines() if l.startswith("| active_mixup")][0]
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  same = [np.mean([labels[i] == labels[j] for i, j in p]) for p in
+          ([[0, 1], [0, 2]], [[3, 4], [0, 5]])]
+  assert cells[1] == "2" and cells[2] == "2 ± 0"
+  f0 = lambda v: f"{np.mean(v):.0f} ± {np.std(v):.0f}"
+  assert cells[3] == f0([3, 4])  # 3 and 4 distinct images
+  assert cells[5] == f0([2, 1])  # image 0 in 2 pairs; then none twice
+  assert cells[6] == f"{100 * np.mean(same):.1f} ± {100 * np.std(same):.1f}"
