@@ -31,11 +31,14 @@ FASHION = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 
 
 def seed_stats(path: str):
-  """(MixupPairStats, Counter of class-name pairs) of one ledger."""
+  """(MixupPairStats, Counter of class-name pairs, n real images) of one
+  ledger; None when it holds no mixup answer yet."""
   rows = ledger.read_entries(path)
   real = {e["pool_index"]: int(e["probs"].argmax()) for e in rows
           if e["kind"] == "pool"}
   mix = [e for e in rows if e["kind"] == "mixup"]
+  if not mix:  # a seed still in its first round
+    return None
   labels = np.full(max(real) + 1, -1)
   labels[list(real)] = list(real.values())
   pairs = np.asarray([(e["i"], e["j"]) for e in mix], np.int64)
@@ -45,7 +48,8 @@ def seed_stats(path: str):
   classes = collections.Counter(
       " + ".join(sorted((name(labels[i]), name(labels[j]))))
       for i, j in pairs)
-  return inspection.mixup_pair_stats(pairs, labels, probs), classes
+  return (inspection.mixup_pair_stats(pairs, labels, probs), classes,
+          len(labels))
 
 
 def report(workdir: str) -> str:
@@ -57,14 +61,18 @@ def report(workdir: str) -> str:
            "pairs % | teacher's mean max-probability | most paid class "
            "pairs (share %) |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  sizes = set()
   fmt = lambda v, d=1: f"{np.mean(v):.{d}f} ± {np.std(v):.{d}f}"
   for strat_dir in sorted(glob.glob(os.path.join(workdir, "*"))):
     paths = sorted(glob.glob(os.path.join(strat_dir, "seed*",
                                           "ledger.sqlite")))
     if not paths:
       continue
-    got = [seed_stats(p) for p in paths]
+    got = [g for g in map(seed_stats, paths) if g is not None]
+    if not got:
+      continue
     s = [g[0] for g in got]
+    sizes.add((got[0][2], s[0].num_pairs))
     pooled = sum((g[1] for g in got), collections.Counter())
     total = sum(pooled.values())
     top = ", ".join(f"{k} ({100 * v / total:.1f})"
@@ -78,8 +86,9 @@ def report(workdir: str) -> str:
         f"{fmt([100 * x.same_class for x in s])} | "
         f"{fmt([x.teacher_confidence for x in s], 3)} | {top} |")
   lines += ["", "With n real images used equally, the 10 most used hold "
-            "10/n of the slots (1.0% at n = 1,000) and one image is in "
-            "2m/n pairs (48 for m = 24,000)."]
+            "10/n of the slots and one image is in 2m/n of the m pairs"
+            + "".join(f"; n = {n:,}, m = {m:,}: {1000 / n:.1f}% and "
+                      f"{2 * m / n:.0f}" for n, m in sorted(sizes)) + "."]
   return "\n".join(lines) + "\n"
 
 
