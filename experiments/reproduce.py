@@ -11,8 +11,10 @@
   python experiments/reproduce.py unix_ratio       # UNIX at F_t/F_s = 12
 
 Options: --parts=a,b runs only those parts, --seeds=1,2 only those seeds
-(two processes can share the work, e.g. one per core with `taskset -c 0` /
-`-c 1`); --publish_only
+(two processes can share the work by parts, e.g. one per core with
+`taskset -c 0` / `-c 1`; a part's workdir is held by one process at a
+time, so its seeds run in turn, or one after another with --seeds);
+--publish_only
 rewrites the results from what is on disk; --runs=DIR (default runs/);
 --restats recomputes the statistics (AUBC, p vs random, queries saved) of
 the published docs/results/<name>.json from the records it holds, without
@@ -64,8 +66,8 @@ def main(argv=None):
   ap.add_argument("name", choices=sorted(REPRODUCTIONS))
   ap.add_argument("--parts", default="", help="comma-separated part names")
   ap.add_argument("--seeds", default="",
-                  help="run only these seeds of the chosen parts (another "
-                  "process may run the others in the same workdirs)")
+                  help="run only these seeds of the chosen parts (a "
+                  "part's workdir is held by one process at a time)")
   ap.add_argument("--publish_only", action="store_true")
   ap.add_argument("--restats", action="store_true",
                   help="recompute the statistics of the published JSON "
@@ -106,4 +108,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  from jaxkd.validation import JaxkdError  # noqa: E402
+  try:
+    main()
+  except JaxkdError as e:  # bad input or a busy workdir: one line
+    sys.exit(f"reproduce.py: error: {e}")

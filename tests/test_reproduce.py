@@ -401,3 +401,21 @@ def test_every_published_reproduction_is_free_of_machine_paths():
     if name.endswith(".json"):
       with open(os.path.join(publish.RESULTS, name)) as f:
         assert top + os.sep not in f.read(), name
+
+
+def test_a_busy_workdir_is_one_line_and_runs_nothing(tmp_path):
+  import subprocess
+  from jaxkd import run_dir
+  script = os.path.join(os.path.dirname(__file__), "..", "experiments",
+                        "reproduce.py")
+  workdir = tmp_path / "runs" / "am_t1_mnist_teacher"
+  with run_dir.workdir_lock(str(workdir)):  # another process's run
+    r = subprocess.run(
+        [sys.executable, script, "active_mixup_official", "--parts",
+         "mnist_teacher", "--runs", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1
+  err = r.stderr.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("reproduce.py: error: "), err
+  assert "in use by another jaxkd process" in err[0]
+  assert sorted(os.listdir(workdir)) == [".lock"]  # nothing trained
