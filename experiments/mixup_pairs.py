@@ -1,7 +1,8 @@
 """Which mixup pairs did each strategy pay for? Read from the ledgers.
 
-For every `<strategy>/seed<k>/ledger.sqlite` under a Active Mixup workdir
-(read-only: it can run beside the job writing them): how the paid pairs
+For every finished `<strategy>/seed<k>/ledger.sqlite` under an Active Mixup
+workdir (read-only: it can run beside the job writing them; seeds still
+not finished are named, not counted): how the paid pairs
 spread over the real images, how often both images of a pair have the same
 label (the teacher's argmax on the real image, the label the student
 sees), the class pairs paid most, and how confident the teacher was on
@@ -16,6 +17,7 @@ seeds. Prints a Markdown report and writes it to `--out`.
 import argparse
 import collections
 import glob
+import json
 import os
 import sys
 
@@ -52,10 +54,22 @@ def seed_stats(path: str):
           len(labels))
 
 
+def finished(seed_dir: str, rounds: int) -> bool:
+  """Whether a seed's rounds.json records all rounds 0..rounds."""
+  try:
+    with open(os.path.join(seed_dir, "rounds.json")) as f:
+      return len(json.load(f)) == rounds + 1
+  except (OSError, ValueError):
+    return False
+
+
 def report(workdir: str) -> str:
-  lines = [f"Paid mixup pairs in `{os.path.relpath(workdir, ROOT)}` "
-           "(mean ± std over seeds; labels: the teacher's argmax on each "
-           "real image).", "",
+  """The Markdown report of the finished seeds under `workdir`."""
+  rel = os.path.relpath(workdir, ROOT)
+  lines = ["# Which mixup pairs each strategy paid for", "",
+           f"`python experiments/mixup_pairs.py --workdir {rel}`: the paid "
+           "mixup pairs read from each seed's ledger (mean ± std over "
+           "seeds; labels: the teacher's argmax on each real image).", "",
            "| strategy | seeds | pairs | real images used | top-10 images' "
            "share of pair slots % | most pairs of one image | same-class "
            "pairs % | teacher's mean max-probability | most paid class "
@@ -63,9 +77,19 @@ def report(workdir: str) -> str:
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   sizes = set()
   fmt = lambda v, d=1: f"{np.mean(v):.{d}f} ± {np.std(v):.{d}f}"
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  rounds = config["rounds"]
+  running = [os.path.join(workdir, st, f"seed{k}", "ledger.sqlite")
+             for st in config.get("strategies", ()) if "mixup" in st
+             for k in config.get("seeds", ())
+             if not glob.glob(os.path.join(workdir, st, f"seed{k}"))]
   for strat_dir in sorted(glob.glob(os.path.join(workdir, "*"))):
-    paths = sorted(glob.glob(os.path.join(strat_dir, "seed*",
-                                          "ledger.sqlite")))
+    paths = []
+    for path in sorted(glob.glob(os.path.join(strat_dir, "seed*",
+                                              "ledger.sqlite"))):
+      (paths if finished(os.path.dirname(path), rounds)
+       else running).append(path)
     if not paths:
       continue
     got = [g for g in map(seed_stats, paths) if g is not None]
@@ -85,6 +109,10 @@ def report(workdir: str) -> str:
         f"{fmt([x.max_uses for x in s], 0)} | "
         f"{fmt([100 * x.same_class for x in s])} | "
         f"{fmt([x.teacher_confidence for x in s], 3)} | {top} |")
+  if running:
+    lines += ["", "Not counted, not finished: " + ", ".join(sorted(
+        os.path.relpath(os.path.dirname(p), workdir) for p in running))
+              + "."]
   lines += ["", "With n real images used equally, the 10 most used hold "
             "10/n of the slots and one image is in 2m/n of the m pairs"
             + "".join(f"; n = {n:,}, m = {m:,}: {1000 / n:.1f}% and "

@@ -1,5 +1,6 @@
 """jaxkd.inspection (ledger rows of a round) and the notebook plot helpers."""
 
+import json
 import os
 
 import matplotlib
@@ -161,14 +162,31 @@ def test_mixup_pairs_report_reads_each_strategys_ledgers(tmp_path):
   spec.loader.exec_module(script)
   pool = np.random.default_rng(0).random((6, 2, 3, 2)).astype(np.float32)
   labels = _softmax(_teacher(pool)).argmax(1)
-  for seed, pairs in enumerate(([[0, 1], [0, 2]], [[3, 4], [0, 5]])):
+  for seed, pairs in ((0, [[0, 1], [0, 2]]), (2, [[3, 4], [0, 5]])):
     d = os.path.join(tmp_path, "active_mixup", f"seed{seed}")
     o = TeacherOracle(_teacher, pool, budget=10,
                       ledger_path=os.path.join(d, "ledger.sqlite"))
     o.query(np.arange(6), round=0)
     o.query_mixup(np.array(pairs), np.array([0.5, 0.5]), round=1)
     o.close()
+    with open(os.path.join(d, "rounds.json"), "w") as f:
+      json.dump([{"round": 0}, {"round": 1}], f)
+  with open(os.path.join(tmp_path, "config.json"), "w") as f:
+    json.dump({"rounds": 1, "seeds": [0, 1, 2],
+               "strategies": ["active_mixup", "random_mixup"]}, f)
+  d = os.path.join(tmp_path, "random_mixup", "seed0")  # a seed in round 1
+  o = TeacherOracle(_teacher, pool, budget=10,
+                    ledger_path=os.path.join(d, "ledger.sqlite"))
+  o.query(np.arange(6), round=0)
+  o.query_mixup(np.array([[1, 2]]), np.array([0.5]), round=1)
+  o.close()
+  with open(os.path.join(d, "rounds.json"), "w") as f:
+    json.dump([{"round": 0}], f)
   text = script.report(str(tmp_path))
+  assert "| random_mixup" not in text
+  assert ("Not counted, not finished: active_mixup/seed1, "
+          "random_mixup/seed0, random_mixup/seed1, random_mixup/seed2."
+          ) in text
   row = [l for l in text.splitlines() if l.startswith("| active_mixup")][0]
   cells = [c.strip() for c in row.strip("|").split("|")]
   same = [np.mean([labels[i] == labels[j] for i, j in p]) for p in
