@@ -1,23 +1,21 @@
 """Which mixup pairs did each strategy pay for? Read from the ledgers.
 
-For every finished `<strategy>/seed<k>/ledger.sqlite` under an Active Mixup
-workdir (read-only: it can run beside the job writing them; seeds still
-not finished are named, not counted): how the paid pairs
+For every seed of an Active Mixup reproduction part that the publisher
+counts as finished, its `ledger.sqlite` read-only (it can run beside the
+job writing the others; seeds not finished are named, not counted): how the paid pairs
 spread over the real images, how often both images of a pair have the same
 label (the teacher's argmax on the real image, the label the student
 sees), the class pairs paid most, and how confident the teacher was on
 the mixed images (`jaxkd.inspection.mixup_pair_stats`). Mean ± std over
 seeds. Prints a Markdown report and writes it to `--out`.
 
-  python experiments/mixup_pairs.py                 # runs/am_multistep
-  python experiments/mixup_pairs.py --workdir runs/am_official_fashion_mnist \
-      --out docs/results/active_mixup_official_pairs.md
+  python experiments/mixup_pairs.py                 # active_mixup_multistep
+  python experiments/mixup_pairs.py active_mixup_official \
+      --part fashion_mnist --out /tmp/official_pairs.md
 """
 
 import argparse
 import collections
-import glob
-import json
 import os
 import sys
 
@@ -25,8 +23,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
-from jaxkd import inspection, ledger  # noqa: E402
+from jaxkd import inspection, ledger, run_dir  # noqa: E402
+import publish  # noqa: E402
+from protocols import REPRODUCTIONS  # noqa: E402
 
 FASHION = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
            "Shirt", "Sneaker", "Bag", "Boot")
@@ -34,13 +35,11 @@ FASHION = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 
 def seed_stats(path: str):
   """(MixupPairStats, Counter of class-name pairs, n real images) of one
-  ledger; None when it holds no mixup answer yet."""
+  finished seed's ledger."""
   rows = ledger.read_entries(path)
   real = {e["pool_index"]: int(e["probs"].argmax()) for e in rows
           if e["kind"] == "pool"}
   mix = [e for e in rows if e["kind"] == "mixup"]
-  if not mix:  # a seed still in its first round
-    return None
   labels = np.full(max(real) + 1, -1)
   labels[list(real)] = list(real.values())
   pairs = np.asarray([(e["i"], e["j"]) for e in mix], np.int64)
@@ -54,20 +53,14 @@ def seed_stats(path: str):
           len(labels))
 
 
-def finished(seed_dir: str, rounds: int) -> bool:
-  """Whether a seed's rounds.json records all rounds 0..rounds."""
-  try:
-    with open(os.path.join(seed_dir, "rounds.json")) as f:
-      return len(json.load(f)) == rounds + 1
-  except (OSError, ValueError):
-    return False
-
-
-def report(workdir: str) -> str:
-  """The Markdown report of the finished seeds under `workdir`."""
-  rel = os.path.relpath(workdir, ROOT)
+def report(part) -> str:
+  """The Markdown report of a reproduction part's finished seeds (those
+  `publish.collect_active` publishes; the others are named)."""
+  missing = []
+  summary = publish.collect_active(part, missing)["summary"]
+  rel = os.path.relpath(part.workdir, ROOT)
   lines = ["# Which mixup pairs each strategy paid for", "",
-           f"`python experiments/mixup_pairs.py --workdir {rel}`: the paid "
+           f"`python experiments/mixup_pairs.py` on `{rel}`: the paid "
            "mixup pairs read from each seed's ledger (mean ± std over "
            "seeds; labels: the teacher's argmax on each real image).", "",
            "| strategy | seeds | pairs | real images used | top-10 images' "
@@ -77,24 +70,10 @@ def report(workdir: str) -> str:
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   sizes = set()
   fmt = lambda v, d=1: f"{np.mean(v):.{d}f} ± {np.std(v):.{d}f}"
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
-  rounds = config["rounds"]
-  running = [os.path.join(workdir, st, f"seed{k}", "ledger.sqlite")
-             for st in config.get("strategies", ()) if "mixup" in st
-             for k in config.get("seeds", ())
-             if not glob.glob(os.path.join(workdir, st, f"seed{k}"))]
-  for strat_dir in sorted(glob.glob(os.path.join(workdir, "*"))):
-    paths = []
-    for path in sorted(glob.glob(os.path.join(strat_dir, "seed*",
-                                              "ledger.sqlite"))):
-      (paths if finished(os.path.dirname(path), rounds)
-       else running).append(path)
-    if not paths:
-      continue
-    got = [g for g in map(seed_stats, paths) if g is not None]
-    if not got:
-      continue
+  for strategy in summary:
+    got = [seed_stats(os.path.join(run_dir.run_path(part.workdir, strategy,
+                                                    seed), "ledger.sqlite"))
+           for seed in summary[strategy]["seeds"]]
     s = [g[0] for g in got]
     sizes.add((got[0][2], s[0].num_pairs))
     pooled = sum((g[1] for g in got), collections.Counter())
@@ -102,17 +81,16 @@ def report(workdir: str) -> str:
     top = ", ".join(f"{k} ({100 * v / total:.1f})"
                     for k, v in pooled.most_common(3))
     lines.append(
-        f"| {os.path.basename(strat_dir)} | {len(s)} | "
+        f"| {strategy} | {len(s)} | "
         f"{fmt([x.num_pairs for x in s], 0)} | "
         f"{fmt([x.distinct_images for x in s], 0)} | "
         f"{fmt([100 * x.top10_share for x in s])} | "
         f"{fmt([x.max_uses for x in s], 0)} | "
         f"{fmt([100 * x.same_class for x in s])} | "
         f"{fmt([x.teacher_confidence for x in s], 3)} | {top} |")
-  if running:
-    lines += ["", "Not counted, not finished: " + ", ".join(sorted(
-        os.path.relpath(os.path.dirname(p), workdir) for p in running))
-              + "."]
+  if missing:
+    lines += ["", "Not counted, not finished: " + ", ".join(
+        m.split("/", 1)[1] for m in missing) + "."]
   lines += ["", "With n real images used equally, the 10 most used hold "
             "10/n of the slots and one image is in 2m/n of the m pairs"
             + "".join(f"; n = {n:,}, m = {m:,}: {1000 / n:.1f}% and "
@@ -122,12 +100,20 @@ def report(workdir: str) -> str:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--workdir", default=os.path.join(ROOT, "runs",
-                                                    "am_multistep"))
+  ap.add_argument("name", nargs="?", default="active_mixup_multistep",
+                  choices=sorted(REPRODUCTIONS))
+  ap.add_argument("--part", default="", help="the part (default: the "
+                  "first active one)")
+  ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
   ap.add_argument("--out", default=os.path.join(
       ROOT, "docs", "results", "active_mixup_multistep_pairs.md"))
   args = ap.parse_args()
-  text = report(os.path.abspath(args.workdir))
+  parts = [p for p in REPRODUCTIONS[args.name]["parts"](args.runs)
+           if p.kind == "active" and args.part in ("", p.name)]
+  if not parts:
+    sys.exit(f"mixup_pairs.py: error: {args.name} has no active part "
+             f"{args.part!r}")
+  text = report(parts[0])
   print(text)
   with open(args.out, "w") as f:
     f.write(text)

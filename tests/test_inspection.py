@@ -160,29 +160,31 @@ def test_mixup_pairs_report_reads_each_strategys_ledgers(tmp_path):
                                   "experiments", "mixup_pairs.py"))
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
+  import protocols
+  config = protocols.with_fields(
+      protocols.load_config("active_mixup_official.py", "multistep,quick"),
+      strategies=("active_mixup", "random_mixup"), seeds=(0, 1, 2),
+      rounds=1, per_round=2, **{"split.initial": 6})
+  part = protocols.Part("multistep", "active", config, str(tmp_path))
   pool = np.random.default_rng(0).random((6, 2, 3, 2)).astype(np.float32)
   labels = _softmax(_teacher(pool)).argmax(1)
-  for seed, pairs in ((0, [[0, 1], [0, 2]]), (2, [[3, 4], [0, 5]])):
-    d = os.path.join(tmp_path, "active_mixup", f"seed{seed}")
+  rec = lambda r: dict(round=r, queries=6 + 2 * r, student_accuracy=0.5,
+                       teacher_accuracy=0.9, success_rate=0.5, wall_time=1.0)
+
+  def seed(strategy, k, pairs, rounds):
+    d = os.path.join(tmp_path, strategy, f"seed{k}")
     o = TeacherOracle(_teacher, pool, budget=10,
                       ledger_path=os.path.join(d, "ledger.sqlite"))
     o.query(np.arange(6), round=0)
-    o.query_mixup(np.array(pairs), np.array([0.5, 0.5]), round=1)
+    o.query_mixup(np.array(pairs), np.full(len(pairs), 0.5), round=1)
     o.close()
     with open(os.path.join(d, "rounds.json"), "w") as f:
-      json.dump([{"round": 0}, {"round": 1}], f)
-  with open(os.path.join(tmp_path, "config.json"), "w") as f:
-    json.dump({"rounds": 1, "seeds": [0, 1, 2],
-               "strategies": ["active_mixup", "random_mixup"]}, f)
-  d = os.path.join(tmp_path, "random_mixup", "seed0")  # a seed in round 1
-  o = TeacherOracle(_teacher, pool, budget=10,
-                    ledger_path=os.path.join(d, "ledger.sqlite"))
-  o.query(np.arange(6), round=0)
-  o.query_mixup(np.array([[1, 2]]), np.array([0.5]), round=1)
-  o.close()
-  with open(os.path.join(d, "rounds.json"), "w") as f:
-    json.dump([{"round": 0}], f)
-  text = script.report(str(tmp_path))
+      json.dump([rec(r) for r in range(rounds)], f)
+
+  seed("active_mixup", 0, [[0, 1], [0, 2]], 2)
+  seed("active_mixup", 2, [[3, 4], [0, 5]], 2)
+  seed("random_mixup", 0, [[1, 2]], 1)  # still in round 1
+  text = script.report(part)
   assert "| random_mixup" not in text
   assert ("Not counted, not finished: active_mixup/seed1, "
           "random_mixup/seed0, random_mixup/seed1, random_mixup/seed2."
