@@ -7,11 +7,12 @@ spread over the real images, how often both images of a pair have the same
 label (the teacher's argmax on the real image, the label the student
 sees), the class pairs paid most, and how confident the teacher was on
 the mixed images (`jaxkd.inspection.mixup_pair_stats`). Mean ± std over
-seeds. Prints a Markdown report and writes it to `--out`.
+seeds. Prints a Markdown report and writes it to `--out` (default
+docs/results/NAME_pairs.md, or NAME_PART_pairs.md where the reproduction
+has several active parts).
 
   python experiments/mixup_pairs.py                 # active_mixup_multistep
-  python experiments/mixup_pairs.py active_mixup_official \
-      --part fashion_mnist --out /tmp/official_pairs.md
+  python experiments/mixup_pairs.py active_mixup_official --part fashion_mnist
 """
 
 import argparse
@@ -26,16 +27,19 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 from jaxkd import inspection, ledger, run_dir  # noqa: E402
+from jaxkd.data import (CIFAR10_CLASS_NAMES, DIGIT_CLASS_NAMES,  # noqa: E402
+                        FASHION_MNIST_CLASS_NAMES)
 import publish  # noqa: E402
 from protocols import REPRODUCTIONS  # noqa: E402
 
-FASHION = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-           "Shirt", "Sneaker", "Bag", "Boot")
+CLASS_NAMES = {"fashion_mnist": FASHION_MNIST_CLASS_NAMES,
+               "mnist": DIGIT_CLASS_NAMES, "digits": DIGIT_CLASS_NAMES,
+               "cifar10": CIFAR10_CLASS_NAMES}
 
 
-def seed_stats(path: str):
+def seed_stats(path: str, names=None):
   """(MixupPairStats, Counter of class-name pairs, n real images) of one
-  finished seed's ledger."""
+  finished seed's ledger; `names` names the classes (default: numbers)."""
   rows = ledger.read_entries(path)
   real = {e["pool_index"]: int(e["probs"].argmax()) for e in rows
           if e["kind"] == "pool"}
@@ -44,7 +48,6 @@ def seed_stats(path: str):
   labels[list(real)] = list(real.values())
   pairs = np.asarray([(e["i"], e["j"]) for e in mix], np.int64)
   probs = np.stack([e["probs"] for e in mix])
-  names = FASHION if probs.shape[1] == 10 else None
   name = (lambda c: names[c]) if names else str
   classes = collections.Counter(
       " + ".join(sorted((name(labels[i]), name(labels[j]))))
@@ -53,14 +56,17 @@ def seed_stats(path: str):
           len(labels))
 
 
-def report(part) -> str:
+def report(part, command: str = "python experiments/mixup_pairs.py",
+           title: str = "") -> str:
   """The Markdown report of a reproduction part's finished seeds (those
   `publish.collect_active` publishes; the others are named)."""
   missing = []
   summary = publish.collect_active(part, missing)["summary"]
   rel = os.path.relpath(part.workdir, ROOT)
-  lines = ["# Which mixup pairs each strategy paid for", "",
-           f"`python experiments/mixup_pairs.py` on `{rel}`: the paid "
+  names = CLASS_NAMES.get(part.config.dataset)
+  lines = ["# Which mixup pairs each strategy paid for"
+           + (f": {title}" if title else ""), "",
+           f"`{command}` on `{rel}`: the paid "
            "mixup pairs read from each seed's ledger (mean ± std over "
            "seeds; labels: the teacher's argmax on each real image).", "",
            "| strategy | seeds | pairs | real images used | top-10 images' "
@@ -72,7 +78,8 @@ def report(part) -> str:
   fmt = lambda v, d=1: f"{np.mean(v):.{d}f} ± {np.std(v):.{d}f}"
   for strategy in summary:
     got = [seed_stats(os.path.join(run_dir.run_path(part.workdir, strategy,
-                                                    seed), "ledger.sqlite"))
+                                                    seed), "ledger.sqlite"),
+                      names)
            for seed in summary[strategy]["seeds"]]
     s = [g[0] for g in got]
     sizes.add((got[0][2], s[0].num_pairs))
@@ -105,17 +112,26 @@ def main():
   ap.add_argument("--part", default="", help="the part (default: the "
                   "first active one)")
   ap.add_argument("--runs", default=os.path.join(ROOT, "runs"))
-  ap.add_argument("--out", default=os.path.join(
-      ROOT, "docs", "results", "active_mixup_multistep_pairs.md"))
+  ap.add_argument("--out", default="", help="default: docs/results/"
+                  "NAME_pairs.md, or NAME_PART_pairs.md where the "
+                  "reproduction has several active parts")
   args = ap.parse_args()
-  parts = [p for p in REPRODUCTIONS[args.name]["parts"](args.runs)
-           if p.kind == "active" and args.part in ("", p.name)]
+  active = [p for p in REPRODUCTIONS[args.name]["parts"](args.runs)
+            if p.kind == "active"]
+  parts = [p for p in active if args.part in ("", p.name)]
   if not parts:
     sys.exit(f"mixup_pairs.py: error: {args.name} has no active part "
-             f"{args.part!r}")
-  text = report(parts[0])
+             f"{args.part!r}; have {[p.name for p in active]}")
+  part, several = parts[0], len(active) > 1
+  command = "python experiments/mixup_pairs.py" + (
+      "" if args.name == "active_mixup_multistep" else f" {args.name}") + (
+      f" --part {part.name}" if several else "")
+  text = report(part, command, f"{args.name}, {part.name}" if several
+                else args.name)
   print(text)
-  with open(args.out, "w") as f:
+  out = args.out or os.path.join(ROOT, "docs", "results", args.name + (
+      f"_{part.name}" if several else "") + "_pairs.md")
+  with open(out, "w") as f:
     f.write(text)
 
 

@@ -198,3 +198,15 @@ def test_mixup_pairs_report_reads_each_strategys_ledgers(tmp_path):
   assert cells[3] == f0([3, 4])  # 3 and 4 distinct images
   assert cells[5] == f0([2, 1])  # image 0 in 2 pairs; then none twice
   assert cells[6] == f"{100 * np.mean(same):.1f} ± {100 * np.std(same):.1f}"
+  # Class pairs by the dataset's class names (Fashion-MNIST here), the
+  # pooled pairs of both finished seeds, at most three distinct.
+  from jaxkd.data import FASHION_MNIST_CLASS_NAMES as names
+  named = {" + ".join(sorted((names[labels[i]], names[labels[j]])))
+           for i, j in [[0, 1], [0, 2], [3, 4], [0, 5]]}
+  assert len(named) <= 3 and all(f"{n} (" in cells[8] for n in named), (
+      named, cells[8])
+  mnist = protocols.Part("multistep", "active", protocols.with_fields(
+      config, dataset="mnist"), str(tmp_path))
+  digits = [c.strip() for c in [l for l in script.report(mnist).splitlines()
+            if l.startswith("| active_mixup")][0].strip("|").split("|")]
+  assert not any(n in digits[8] for n in names if not n.isdigit())
