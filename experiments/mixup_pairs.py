@@ -124,7 +124,7 @@ def main():
              f"{args.part!r}; have {[p.name for p in active]}")
   part, several = parts[0], len(active) > 1
   command = "python experiments/mixup_pairs.py" + (
-      "" if args.name == "active_mixup_multistep" else f" {args.name}") + (
+      "" if args.name == ap.get_default("name") else f" {args.name}") + (
       f" --part {part.name}" if several else "")
   text = report(part, command, f"{args.name}, {part.name}" if several
                 else args.name)

@@ -149,7 +149,7 @@ def mixup_pair_stats(pairs, labels, probs) -> MixupPairStats:
     probs: [m, C] the teacher's answers for the mixed images.
 
   Returns:
-    `MixupPairStats`. O(m + n).
+    `MixupPairStats`. O(m + n log n) (the images sorted by use).
   """
   pairs = np.asarray(pairs)
   labels = np.asarray(labels)
